@@ -1,0 +1,23 @@
+"""Client for the FLUX.1-Kontext Triton model."""
+
+from .aio import AsyncKontextClient
+from .client import KontextClient
+from .errors import (
+    InferenceFailedError,
+    InvalidRequestError,
+    KontextError,
+    RequestTimeoutError,
+    ServerUnavailableError,
+)
+from .protocol import EditResult
+
+__all__ = [
+    "AsyncKontextClient",
+    "EditResult",
+    "InferenceFailedError",
+    "InvalidRequestError",
+    "KontextClient",
+    "KontextError",
+    "RequestTimeoutError",
+    "ServerUnavailableError",
+]

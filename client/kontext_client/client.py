@@ -1,0 +1,87 @@
+"""Synchronous client over gRPC (default) or HTTP."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from .errors import KontextError
+from .protocol import MODEL_NAME, OUTPUT_NAMES, EditResult, ImageInput, build_inputs, parse_result, request_values, translate_error
+
+DEFAULT_TIMEOUT_S = 600.0  # a full-size 1024x1024 edit takes seconds; queueing can add more
+DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+
+
+def _transport(protocol: str):
+    if protocol == "grpc":
+        import tritonclient.grpc as module
+    elif protocol == "http":
+        import tritonclient.http as module
+    else:
+        raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+    return module
+
+
+class KontextClient:
+    """Edits and generates images with the flux_kontext model.
+
+    >>> client = KontextClient("127.0.0.1:8001")
+    >>> result = client.edit("in.png", "make it snowy", seed=7)
+    >>> result.image.save("out.png"); result.metadata["seed"]
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        protocol: str = "grpc",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        model_name: str = MODEL_NAME,
+    ):
+        self._module = _transport(protocol)
+        self.protocol = protocol
+        self.url = url or DEFAULT_URLS[protocol]
+        self.timeout_s = timeout_s
+        self.model_name = model_name
+        if protocol == "grpc":
+            self._client = self._module.InferenceServerClient(self.url)
+        else:
+            self._client = self._module.InferenceServerClient(
+                self.url, connection_timeout=min(timeout_s, 10.0), network_timeout=timeout_s
+            )
+
+    def edit(self, image: ImageInput, prompt: str, **options) -> EditResult:
+        """Edits `image` (PIL image, encoded bytes or a path) as `prompt` says.
+
+        Options: seed, steps, guidance, width, height, output_format. Width and height default to
+        the input's size (multiple of 16); the result has exactly the size asked for.
+        """
+        return self._infer(request_values(prompt, image, **options))
+
+    def generate(self, prompt: str, **options) -> EditResult:
+        """Text-to-image. Options as for edit(); size defaults to 1024x1024."""
+        return self._infer(request_values(prompt, None, **options))
+
+    def is_ready(self) -> bool:
+        try:
+            return bool(self._client.is_model_ready(self.model_name))
+        except Exception:
+            return False
+
+    def _infer(self, arrays) -> EditResult:
+        outputs = [self._module.InferRequestedOutput(name) for name in OUTPUT_NAMES]
+        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        try:
+            result = self._client.infer(self.model_name, build_inputs(self._module, arrays), outputs=outputs, **kwargs)
+        except KontextError:
+            raise
+        except Exception as exc:
+            raise translate_error(exc) from exc
+        return parse_result(result)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "KontextClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,140 @@
+"""The wire format of the flux_kontext model: tensor names and dtypes, request building, result parsing.
+
+Mirrors the server's contract by name only; tests/unit/test_contract.py checks the two agree.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+from PIL import Image
+
+from .errors import (
+    InferenceFailedError,
+    InvalidRequestError,
+    KontextError,
+    RequestTimeoutError,
+    ServerUnavailableError,
+)
+
+MODEL_NAME = "flux_kontext"
+
+# name -> Triton dtype, for every input the model accepts
+INPUT_DTYPES = {
+    "prompt": "BYTES",
+    "image": "BYTES",
+    "seed": "INT64",
+    "steps": "INT32",
+    "guidance": "FP32",
+    "width": "INT32",
+    "height": "INT32",
+    "output_format": "BYTES",
+}
+OUTPUT_IMAGE = "output_image"
+METADATA = "metadata"
+OUTPUT_NAMES = (OUTPUT_IMAGE, METADATA)
+
+_NUMPY = {"BYTES": np.object_, "INT64": np.int64, "INT32": np.int32, "FP32": np.float32}
+
+ImageInput = Union[Image.Image, bytes, str, Path]
+
+
+@dataclass
+class EditResult:
+    image: Image.Image
+    metadata: dict
+    raw: bytes  # the encoded image exactly as the server sent it
+
+    def save(self, path: Union[str, Path]) -> None:
+        Path(path).write_bytes(self.raw)
+
+
+def encode_image(image: ImageInput) -> bytes:
+    """Accepts a PIL image (sent as PNG), encoded bytes, or a file path (sent as is)."""
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    return Path(image).read_bytes()
+
+
+def request_values(
+    prompt: str,
+    image: Optional[ImageInput] = None,
+    *,
+    seed: Optional[int] = None,
+    steps: Optional[int] = None,
+    guidance: Optional[float] = None,
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    output_format: Optional[str] = None,
+) -> dict[str, np.ndarray]:
+    """Named input arrays with the batch dimension ([1, 1]); omitted options are not sent."""
+    values = {
+        "prompt": prompt.encode("utf-8"),
+        "image": None if image is None else encode_image(image),
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "width": width,
+        "height": height,
+        "output_format": None if output_format is None else output_format.encode("utf-8"),
+    }
+    return {
+        name: np.array([[value]], dtype=_NUMPY[INPUT_DTYPES[name]])
+        for name, value in values.items()
+        if value is not None
+    }
+
+
+def build_inputs(module, arrays: dict[str, np.ndarray]) -> list:
+    """InferInput objects of tritonclient.grpc or tritonclient.http (same API, different classes)."""
+    inputs = []
+    for name, array in arrays.items():
+        infer_input = module.InferInput(name, list(array.shape), INPUT_DTYPES[name])
+        infer_input.set_data_from_numpy(array)
+        inputs.append(infer_input)
+    return inputs
+
+
+def parse_result(result) -> EditResult:
+    raw = result.as_numpy(OUTPUT_IMAGE).reshape(-1)[0]
+    metadata = json.loads(result.as_numpy(METADATA).reshape(-1)[0])
+    return EditResult(image=Image.open(io.BytesIO(raw)), metadata=metadata, raw=bytes(raw))
+
+
+_STATUS_TO_ERROR = {
+    "StatusCode.INVALID_ARGUMENT": InvalidRequestError,
+    "400": InvalidRequestError,
+    "StatusCode.UNAVAILABLE": ServerUnavailableError,
+    "503": ServerUnavailableError,
+    "StatusCode.DEADLINE_EXCEEDED": RequestTimeoutError,
+}
+
+
+def translate_error(exc: Exception) -> KontextError:
+    """Maps tritonclient and transport exceptions to this package's typed errors."""
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(exc, InferenceServerException):
+        message = exc.message() or str(exc)
+        status = str(exc.status())
+        if "Deadline Exceeded" in message or "timed out" in message.lower():
+            return RequestTimeoutError(message)
+        if "failed to connect" in message.lower() or "connection refused" in message.lower():
+            return ServerUnavailableError(message)
+        if "exceeds maximum queue size" in message:
+            return ServerUnavailableError(message)
+        return _STATUS_TO_ERROR.get(status, InferenceFailedError)(message)
+    if isinstance(exc, TimeoutError) or type(exc).__name__ in ("ConnectionTimeout", "NetworkTimeout"):
+        return RequestTimeoutError(str(exc) or type(exc).__name__)
+    if isinstance(exc, (ConnectionError, OSError)):
+        return ServerUnavailableError(f"cannot reach the server: {exc}")
+    return KontextError(f"{type(exc).__name__}: {exc}")
