@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -9,10 +10,19 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import torch
+from PIL import Image
 
+from . import contract
 from .batching import group_compatible
 from .codecs import encode_image
-from .loading import describe_source, load_pipeline, resolve_dtype
+from .loading import default_cache_dir, describe_source, load_pipeline, resolve_dtype
+from .optimizations import (
+    apply_optimizations,
+    compile_cache_key,
+    load_compile_artifacts,
+    save_compile_artifacts,
+    validate,
+)
 from .schema import EditRequest
 from .settings import EngineSettings
 
@@ -30,10 +40,10 @@ class EditResult:
 
 
 class KontextEngine:
-    def __init__(self, pipeline, device: torch.device, source: str, max_batch_size: int = 1):
+    def __init__(self, pipeline, device: torch.device, settings: EngineSettings, max_batch_size: int = 1):
         self.pipeline = pipeline
         self.device = device
-        self.source = source
+        self.settings = settings
         self.max_batch_size = max_batch_size
 
     @classmethod
@@ -44,12 +54,41 @@ class KontextEngine:
         max_batch_size: int = 1,
         cache_dir: Optional[Path] = None,
     ) -> "KontextEngine":
+        """Loads, optimizes and warms up a pipeline; the engine is ready to serve on return."""
+        validate(settings, device)  # refuse impossible settings before loading gigabytes
+        cache_dir = cache_dir or default_cache_dir()
         pipeline = load_pipeline(settings.model_source, device, resolve_dtype(settings.dtype, device), cache_dir)
-        return cls(pipeline, device, settings.model_source, max_batch_size)
+        apply_optimizations(pipeline, settings, device)
+        engine = cls(pipeline, device, settings, max_batch_size)
+        engine.warm_up(cache_dir)
+        return engine
+
+    def warm_up(self, cache_dir: Path) -> None:
+        """Runs the configured warm-up shapes, reusing persisted compile artifacts when they exist."""
+        requests = warmup_requests(self.settings.warmup_shapes, self.settings.warmup_steps)
+        if not requests:
+            return
+        compiled = self.settings.compile != "none" or self.settings.compile_vae
+        artifacts = None
+        if compiled and self.settings.compile_cache:
+            key = compile_cache_key(self.settings, self.device, dict(self.pipeline.transformer.config))
+            artifacts = Path(self.settings.compile_cache_dir or cache_dir / "compile-artifacts") / f"{key}.bin"
+            loaded = load_compile_artifacts(artifacts)
+            log.info("compile artifacts %s: %s", "loaded" if loaded else "absent", artifacts)
+        started = time.perf_counter()
+        for request in requests:
+            self.generate([request])
+        log.info("warm-up of %d shape(s) took %.1f s", len(requests), time.perf_counter() - started)
+        if artifacts is not None:
+            log.info("compile artifacts saved: %d bytes", save_compile_artifacts(artifacts))
 
     def describe(self) -> str:
-        dtype = self.pipeline.transformer.dtype
-        return f"model={describe_source(self.source)} device={self.device} dtype={dtype} max_batch={self.max_batch_size}"
+        """One start-up line: model source, device, dtype and every setting, on or off."""
+        options = " ".join(f"{k}={v}" for k, v in self.settings.__dict__.items() if k != "model_source")
+        return (
+            f"model={describe_source(self.settings.model_source)} device={self.device} "
+            f"dtype={self.pipeline.transformer.dtype} max_batch={self.max_batch_size} {options}"
+        )
 
     def run(
         self, requests: Sequence[EditRequest], on_step: Optional[StepCallback] = None
@@ -84,19 +123,21 @@ class KontextEngine:
             return callback_kwargs
 
         started = time.perf_counter()
-        output = self.pipeline(
-            image=[r.image for r in batch] if first.image is not None else None,
-            prompt=[r.prompt for r in batch],
-            height=first.height,
-            width=first.width,
-            max_area=first.height * first.width,  # the size asked for is the size rendered
-            _auto_resize=False,
-            num_inference_steps=first.steps,
-            guidance_scale=first.guidance,
-            # CPU generators: the same seed gives the same noise on any device.
-            generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch],
-            callback_on_step_end=step_end,
-        )
+        with self._cache_context() as cache:
+            output = self.pipeline(
+                image=[r.image for r in batch] if first.image is not None else None,
+                prompt=[r.prompt for r in batch],
+                height=first.height,
+                width=first.width,
+                max_area=first.height * first.width,  # the size asked for is the size rendered
+                _auto_resize=False,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                # CPU generators: the same seed gives the same noise on any device.
+                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch],
+                callback_on_step_end=step_end,
+            )
+        steps_computed = first.steps if cache is None else cache.computed_steps
         pipeline_s = time.perf_counter() - started
 
         results = []
@@ -115,6 +156,7 @@ class KontextEngine:
                         "output_format": request.output_format,
                         "mode": "edit" if request.image is not None else "text-to-image",
                         "batch_size": len(batch),
+                        "steps_computed": steps_computed,
                         "timings_ms": {
                             "pipeline": round(pipeline_s * 1e3, 2),
                             "encode": round((time.perf_counter() - encode_started) * 1e3, 2),
@@ -123,3 +165,25 @@ class KontextEngine:
                 )
             )
         return results
+
+    def _cache_context(self):
+        """A First Block Cache context per pipeline call (fresh residuals, per-call step counts)."""
+        if self.settings.cache_threshold > 0:
+            from .first_block_cache import cache_context
+
+            return cache_context(self.settings.cache_threshold)
+        return contextlib.nullcontext()
+
+
+def warmup_requests(spec: str, steps: int) -> list[EditRequest]:
+    """Parses "1024x1024:edit,512x512:text" into one request per shape."""
+    requests = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        size, _, mode = item.partition(":")
+        width, _, height = size.partition("x")
+        if mode not in ("edit", "text") or not width.isdigit() or not height.isdigit():
+            raise ValueError(f"warmup_shapes: {item!r} is not WIDTHxHEIGHT:edit or WIDTHxHEIGHT:text")
+        width, height = int(width), int(height)
+        image = Image.new("RGB", (width, height), (128, 128, 128)) if mode == "edit" else None
+        requests.append(EditRequest("warm-up", image, 0, steps, contract.DEFAULT_GUIDANCE, width, height, "png"))
+    return requests

@@ -16,6 +16,20 @@ from .loading import EMBEDDED_TINY
 class EngineSettings:
     model_source: str = EMBEDDED_TINY  # embedded-tiny, a local diffusers directory, or a hub id
     dtype: str = "auto"  # auto (bfloat16 on GPU, float32 on CPU), bfloat16, float16, float32
+    # Optimizations (kontext_engine/optimizations.py; measured in perf/NOTES.md)
+    cache_threshold: float = 0.0  # para-attn First Block Cache residual_diff_threshold; 0 = off
+    fuse_qkv: bool = False  # fused QKV projections in the transformer and the VAE
+    vae_channels_last: bool = False  # NHWC VAE (pays only together with compile_vae)
+    compile: str = "none"  # none | regional (compile_repeated_blocks) | full
+    compile_mode: str = "default"  # default | max-autotune-no-cudagraphs | max-autotune
+    compile_vae: bool = False  # compile the VAE decoder
+    inductor_recipe: bool = False  # the original recipe's inductor flags
+    fp8: bool = False  # torchao FP8 dynamic per-row quantization of the transformer blocks (GPU, sm89+)
+    attention_backend: str = ""  # a diffusers attention backend (e.g. _native_cudnn); empty = SDPA default
+    compile_cache: bool = True  # persist torch.compile artifacts (mega-cache) for fast cold starts
+    compile_cache_dir: str = ""  # where artifacts live; empty = $KONTEXT_CACHE_DIR/compile-artifacts
+    warmup_shapes: str = ""  # run at start-up, e.g. "1024x1024:edit,512x512:text"; empty = none
+    warmup_steps: int = 2  # steps per warm-up run (compiles every graph a request will need)
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, str]) -> "EngineSettings":

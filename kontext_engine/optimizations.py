@@ -1,0 +1,134 @@
+"""The optimization stack, applied to a loaded pipeline in one fixed order.
+
+Order matters: QKV fusion changes the Linear layers that FP8 then quantizes; the attention backend
+and the First Block Cache change what the transformer runs; compilation comes last so it traces the
+final modules. Every switch is an EngineSettings field (config.pbtxt parameter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from .settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+COMPILE_CHOICES = ("none", "regional", "full")
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune")
+FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper have FP8 tensor cores
+
+# The original recipe's inductor flags; kept behind `inductor_recipe` so they can be measured.
+INDUCTOR_RECIPE = {
+    "conv_1x1_as_mm": True,
+    "coordinate_descent_tuning": True,
+    "coordinate_descent_check_all_directions": True,
+    "epilogue_fusion": False,
+    "shape_padding": True,
+}
+
+
+class UnsupportedOption(ValueError):
+    """A setting that this device or installation cannot honour. Fails start-up with its name."""
+
+
+def validate(settings: EngineSettings, device: torch.device) -> None:
+    """Refuses impossible combinations before any work is done."""
+    if settings.compile not in COMPILE_CHOICES:
+        raise UnsupportedOption(f"compile must be one of {COMPILE_CHOICES}, got {settings.compile!r}")
+    if settings.compile_mode not in COMPILE_MODES:
+        raise UnsupportedOption(f"compile_mode must be one of {COMPILE_MODES}, got {settings.compile_mode!r}")
+    if settings.cache_threshold < 0:
+        raise UnsupportedOption(f"cache_threshold must be >= 0, got {settings.cache_threshold}")
+    if settings.fp8:
+        if device.type != "cuda":
+            raise UnsupportedOption(f"fp8 needs a CUDA GPU with compute capability >= 8.9; this instance runs on {device}")
+        capability = torch.cuda.get_device_capability(device)
+        if capability < FP8_MIN_CAPABILITY:
+            raise UnsupportedOption(f"fp8 needs compute capability >= 8.9; {torch.cuda.get_device_name(device)} has {capability}")
+
+
+def apply_optimizations(pipeline, settings: EngineSettings, device: torch.device) -> None:
+    validate(settings, device)
+    transformer, vae = pipeline.transformer, pipeline.vae
+    if settings.fuse_qkv:
+        transformer.fuse_qkv_projections()
+        vae.fuse_qkv_projections()
+    if settings.fp8:
+        _quantize_fp8(transformer)
+    if settings.attention_backend:
+        transformer.set_attention_backend(settings.attention_backend)
+    if settings.cache_threshold > 0:
+        from .first_block_cache import apply_first_block_cache
+
+        apply_first_block_cache(transformer)
+    if settings.vae_channels_last:
+        vae.to(memory_format=torch.channels_last)
+    if settings.compile != "none" or settings.compile_vae:
+        _compile(pipeline, settings)
+
+
+def _quantize_fp8(transformer) -> None:
+    """Dynamic per-row FP8 activations and weights for the transformer blocks' Linear layers."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    def in_blocks(module, fqn: str) -> bool:
+        return isinstance(module, torch.nn.Linear) and "transformer_blocks" in fqn
+
+    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=in_blocks)
+
+
+def _compile(pipeline, settings: EngineSettings) -> None:
+    if settings.inductor_recipe:
+        for key, value in INDUCTOR_RECIPE.items():
+            setattr(torch._inductor.config, key, value)
+    mode = None if settings.compile_mode == "default" else settings.compile_mode
+    transformer = pipeline.transformer
+    if settings.compile == "regional":
+        # One compiled graph per block class, reused by all 57 blocks: ~10x faster to compile than
+        # the whole model, same steady-state speed (see perf/NOTES.md).
+        transformer.compile_repeated_blocks(fullgraph=True, mode=mode)
+    elif settings.compile == "full":
+        transformer.compile(mode=mode)
+    if settings.compile_vae:
+        pipeline.vae.decoder.compile(mode=mode)
+
+
+def compile_cache_key(settings: EngineSettings, device: torch.device, model_config: dict) -> str:
+    """Artifacts are valid only for the same torch, GPU, model architecture and compile settings."""
+    import diffusers
+
+    material = {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "capability": torch.cuda.get_device_capability(device) if device.type == "cuda" else None,
+        "model": model_config,
+        "settings": {k: v for k, v in settings.__dict__.items() if k not in ("model_source",)},
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def load_compile_artifacts(path: Path) -> bool:
+    """Loads a saved mega-cache so warm-up reuses compiled kernels instead of compiling them."""
+    if not path.exists():
+        return False
+    torch.compiler.load_cache_artifacts(path.read_bytes())
+    return True
+
+
+def save_compile_artifacts(path: Path) -> int:
+    """Saves what this process compiled; returns the number of bytes written (0 if nothing)."""
+    saved = torch.compiler.save_cache_artifacts()
+    if saved is None:
+        return 0
+    data, _info = saved
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".tmp")
+    staging.write_bytes(data)
+    staging.replace(path)
+    return len(data)

@@ -1,0 +1,116 @@
+"""Each optimization on the tiny model: it is applied, changes nothing it should not, stays deterministic."""
+
+import io
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kontext_engine import EditRequest, KontextEngine
+from kontext_engine.engine import warmup_requests
+from kontext_engine.optimizations import UnsupportedOption, compile_cache_key
+from kontext_engine.settings import EngineSettings
+
+BASE = EngineSettings()
+
+
+def edit_request(seed=3, steps=4):
+    image = Image.new("RGB", (64, 64), (180, 60, 20))
+    return EditRequest("make it snowy", image, seed, steps, 2.5, 64, 64, "png")
+
+
+def image_of(result):
+    return np.asarray(Image.open(io.BytesIO(result.image)), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def baseline(kontext_cache_dir):
+    (result,) = KontextEngine.load(BASE).run([edit_request()])
+    return image_of(result)
+
+
+def run(settings, request=None):
+    (result,) = KontextEngine.load(settings).run([request or edit_request()])
+    return result
+
+
+def test_fused_qkv_is_applied_and_keeps_the_output(baseline):
+    engine = KontextEngine.load(replace(BASE, fuse_qkv=True))
+    attention = engine.pipeline.transformer.transformer_blocks[0].attn
+    assert attention.fused_projections and hasattr(attention, "to_qkv")
+    (result,) = engine.run([edit_request()])
+    assert np.abs(image_of(result) - baseline).max() <= 2
+
+
+def test_vae_channels_last_keeps_the_output(baseline):
+    engine = KontextEngine.load(replace(BASE, vae_channels_last=True))
+    conv = engine.pipeline.vae.decoder.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    (result,) = engine.run([edit_request()])
+    assert np.abs(image_of(result) - baseline).max() <= 2
+
+
+def test_first_block_cache_with_no_hits_matches_baseline(baseline):
+    result = run(replace(BASE, cache_threshold=1e-12))
+    assert result.metadata["steps_computed"] == 4
+    assert np.array_equal(image_of(result), baseline)
+
+
+def test_first_block_cache_skips_steps_and_is_deterministic(baseline):
+    settings = replace(BASE, cache_threshold=100.0)  # every step after the first reuses the cache
+    first, second = run(settings), run(settings)
+    assert first.metadata["steps_computed"] == 1 and first.metadata["steps"] == 4
+    assert np.array_equal(image_of(first), image_of(second))
+    assert not np.array_equal(image_of(first), baseline)
+
+
+def test_first_block_cache_counts_per_call_and_batches(kontext_cache_dir):
+    engine = KontextEngine.load(replace(BASE, cache_threshold=100.0), max_batch_size=2)
+    results = engine.run([edit_request(seed=1), edit_request(seed=2)])
+    assert [r.metadata["batch_size"] for r in results] == [2, 2]
+    assert [r.metadata["steps_computed"] for r in results] == [1, 1]
+    (again,) = engine.run([edit_request(seed=1)])  # a fresh context: the first step is computed again
+    assert again.metadata["steps_computed"] == 1
+
+
+def test_regional_compile_matches_eager_and_persists_artifacts(baseline, tmp_path):
+    settings = replace(
+        BASE, compile="regional", warmup_shapes="64x64:edit", warmup_steps=1, compile_cache_dir=str(tmp_path)
+    )
+    engine = KontextEngine.load(settings)
+    block = engine.pipeline.transformer.transformer_blocks[0]
+    assert block._compiled_call_impl is not None
+    (result,) = engine.run([edit_request()])
+    assert np.abs(image_of(result) - baseline).max() <= 2
+    artifacts = list(tmp_path.glob("*.bin"))
+    assert len(artifacts) == 1 and artifacts[0].stat().st_size > 0
+
+
+def test_compile_cache_key_changes_with_compile_settings():
+    config = {"num_layers": 1}
+    cpu = torch.device("cpu")
+    regional = compile_cache_key(replace(BASE, compile="regional"), cpu, config)
+    assert regional == compile_cache_key(replace(BASE, compile="regional"), cpu, config)
+    assert regional != compile_cache_key(replace(BASE, compile="full"), cpu, config)
+    assert regional != compile_cache_key(replace(BASE, compile="regional"), cpu, {"num_layers": 2})
+
+
+def test_fp8_is_refused_on_cpu_naming_the_option():
+    with pytest.raises(UnsupportedOption, match="fp8"):
+        KontextEngine.load(replace(BASE, fp8=True))
+
+
+@pytest.mark.parametrize("field, value", [("compile", "fastest"), ("compile_mode", "turbo"), ("cache_threshold", -1.0)])
+def test_bad_settings_are_refused_naming_the_option(field, value):
+    with pytest.raises(UnsupportedOption, match=field):
+        KontextEngine.load(replace(BASE, **{field: value}))
+
+
+def test_warmup_shapes_parse_and_reject_garbage():
+    edit, text = warmup_requests("128x64:edit, 64x96:text", steps=2)
+    assert (edit.width, edit.height, edit.image.size, edit.steps) == (128, 64, (128, 64), 2)
+    assert (text.width, text.height, text.image) == (64, 96, None)
+    with pytest.raises(ValueError, match="warmup_shapes"):
+        warmup_requests("big:edit", steps=1)
