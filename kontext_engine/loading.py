@@ -17,6 +17,7 @@ import torch
 from .tiny_model import ensure_tiny_model
 
 EMBEDDED_TINY = "embedded-tiny"
+RANDOM_FULL = "random-full"  # full-size architecture, random weights: for benchmarks only
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -42,6 +43,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 def describe_source(source: str) -> str:
     if source == EMBEDDED_TINY:
         return "embedded-tiny (random-weight smoke model: output is noise)"
+    if source == RANDOM_FULL:
+        return "random-full (full-size architecture, random weights: timings real, output is noise)"
     return source
 
 
@@ -54,6 +57,12 @@ def load_pipeline(source: str, device: torch.device, dtype: torch.dtype, cache_d
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()  # silences optional-dependency notices
 
+    if source == RANDOM_FULL:
+        from .random_model import build_random_pipeline
+
+        pipeline = build_random_pipeline(device, dtype)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
     if source == EMBEDDED_TINY:
         path, local_only = ensure_tiny_model(cache_dir or default_cache_dir()), True
     elif Path(source).is_dir():

@@ -23,7 +23,7 @@ _HIDDEN = 32
 _MAX_T5_TOKENS = 512
 
 
-def _byte_level_tokenizer(model_max_length: int, eos: str, pad: str, bos: str | None = None):
+def byte_level_tokenizer(model_max_length: int, eos: str, pad: str, bos: str | None = None):
     """A tokenizer with one token per byte: needs no training data and covers any UTF-8 text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -56,8 +56,8 @@ def build_tiny_pipeline():
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     torch.manual_seed(_SEED)
-    clip_tokenizer = _byte_level_tokenizer(77, eos="<|endoftext|>", pad="<|endoftext|>", bos="<|startoftext|>")
-    t5_tokenizer = _byte_level_tokenizer(_MAX_T5_TOKENS, eos="</s>", pad="<pad>")
+    clip_tokenizer = byte_level_tokenizer(77, eos="<|endoftext|>", pad="<|endoftext|>", bos="<|startoftext|>")
+    t5_tokenizer = byte_level_tokenizer(_MAX_T5_TOKENS, eos="</s>", pad="<pad>")
 
     clip = CLIPTextModel(
         CLIPTextConfig(
