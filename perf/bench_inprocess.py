@@ -49,6 +49,7 @@ VARIANTS = {
     "regional_compile_recipe": {"compile": "regional", "inductor_recipe": True},
     "full_compile": {"compile": "full"},
     "compiled_bf16": {"compile": "regional", "fuse_qkv": True, "compile_vae": True, "vae_channels_last": True},
+    "fp8_eager": {"fp8": True, "fuse_qkv": True},
     "fp8": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True, "vae_channels_last": True},
     "stack": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
               "vae_channels_last": True},

@@ -10,7 +10,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,n
 python3 -c "import torch, diffusers, para_attn, torchao; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'torchao', torchao.__version__)" || exit 1
 if [ "${1:-}" = cold ]; then
   shift
-  timeout 570 python3 perf/cold_start.py --out "$OUT/cold.json" "$@" 2>&1 | tee "$OUT/cold.log"
+  timeout "${BENCH_TIMEOUT:-570}" python3 perf/cold_start.py --out "$OUT/cold.json" "$@" 2>&1 | tee "$OUT/cold.log"
 else
-  timeout 570 python3 perf/bench_inprocess.py --out "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log"
+  timeout "${BENCH_TIMEOUT:-570}" python3 perf/bench_inprocess.py --out "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log"
 fi
