@@ -50,6 +50,8 @@ VARIANTS = {
     "full_compile": {"compile": "full"},
     "compiled_bf16": {"compile": "regional", "fuse_qkv": True, "compile_vae": True, "vae_channels_last": True},
     "fp8_eager": {"fp8": True, "fuse_qkv": True},
+    "fp8_regional": {"fp8": True, "fuse_qkv": True, "compile": "regional"},
+    "fp8_full_compile": {"fp8": True, "fuse_qkv": True, "compile": "full"},
     "fp8": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True, "vae_channels_last": True},
     "stack": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
               "vae_channels_last": True},
