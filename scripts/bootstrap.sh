@@ -15,6 +15,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # pip > 25.0 refuses para-attn's sdist (it names a git URL in a dev extra).
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "pip==25.0.1"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -e "$root[server,cache,client,dev]" -e "$root/client"
+    -e "$root[server,cache,client,perf,dev]" -e "$root/client"
   echo "$want" > "$stamp"
 fi

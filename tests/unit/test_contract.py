@@ -50,3 +50,11 @@ def test_client_sends_only_given_options_with_contract_dtypes():
     for name, array in arrays.items():
         assert array.shape == (1, 1), name
     assert arrays["seed"].dtype.name == "int64" and arrays["guidance"].dtype.name == "float32"
+
+
+def test_config_parameters_are_engine_settings():
+    from kontext_engine.settings import EngineSettings
+
+    parameters = {key: value.string_value for key, value in load_config().parameters.items()}
+    assert EngineSettings.from_parameters(parameters) == EngineSettings()  # every key known, defaults documented
+    assert set(parameters) == set(EngineSettings().__dict__)
