@@ -1,0 +1,1 @@
+"""Benchmark tooling: in-process benchmark, perf_analyzer sweeps, reports."""
