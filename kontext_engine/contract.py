@@ -37,6 +37,12 @@ METADATA = TensorSpec("metadata", "BYTES", False, "JSON: seed, size, steps, guid
 
 OUTPUTS = (OUTPUT_IMAGE, METADATA)
 
+# The streaming twin (flux_kontext_stream) sends one `event` per response: a JSON object with
+# "type" "progress" (step, steps, elapsed_s, eta_s) or "result"; the result response also carries
+# OUTPUTS. Errors end the stream with an error response.
+EVENT = TensorSpec("event", "BYTES", False, "JSON progress or result event (streaming model only)")
+STREAM_OUTPUTS = (EVENT, *OUTPUTS)
+
 # Defaults
 DEFAULT_STEPS = 28
 DEFAULT_GUIDANCE = 2.5  # FLUX.1-Kontext-dev's recommended value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,9 +29,15 @@ from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
-# Called after every denoising step of a batch with (steps_done, steps_total); the hook for
-# progress streaming, cancellation and per-step metrics.
-StepCallback = Callable[[int, int], None]
+# Called after every denoising step of a batch with (indices of its requests in the run() list,
+# steps done, steps total): the hook for progress streaming and per-step metrics.
+StepCallback = Callable[[Sequence[int], int, int], None]
+# Whether the request at this index of the run() list was cancelled by its client.
+CancelCheck = Callable[[int], bool]
+
+
+class Cancelled(Exception):
+    """Every request of a batch was cancelled, so its denoising stopped early."""
 
 
 @dataclass
@@ -91,18 +98,26 @@ class KontextEngine:
         )
 
     def run(
-        self, requests: Sequence[EditRequest], on_step: Optional[StepCallback] = None
+        self,
+        requests: Sequence[EditRequest],
+        on_step: Optional[StepCallback] = None,
+        is_cancelled: Optional[CancelCheck] = None,
     ) -> list[Union[EditResult, Exception]]:
         """Runs every request; compatible ones share a pipeline call.
 
-        Returns one entry per request, in order: its result, or the exception that failed its
-        batch (a failing batch never affects another).
+        Returns one entry per request, in order: its result, or the exception that ended its batch
+        (a failing batch never affects another). A batch stops within one step once every one of
+        its requests is cancelled; a batch with some live requests runs on for them.
         """
         outcomes: list[Union[EditResult, Exception]] = [None] * len(requests)  # type: ignore[list-item]
         for group in group_compatible(requests, lambda r: r.batch_key, self.max_batch_size):
             batch = [requests[i] for i in group]
+            step = None if on_step is None else functools.partial(on_step, group)
+            stop = None if is_cancelled is None else (lambda group=group: all(map(is_cancelled, group)))
             try:
-                results = self.generate(batch, on_step)
+                results = self.generate(batch, step, stop)
+            except Cancelled as exc:
+                results = [exc] * len(batch)
             except Exception as exc:  # one failing batch must not take the others down
                 log.exception("batch of %d failed", len(batch))
                 results = [exc] * len(batch)
@@ -111,15 +126,28 @@ class KontextEngine:
         return outcomes
 
     @torch.inference_mode()
-    def generate(self, batch: Sequence[EditRequest], on_step: Optional[StepCallback] = None) -> list[EditResult]:
-        """One pipeline call for requests that share size, steps, guidance and image presence."""
+    def generate(
+        self,
+        batch: Sequence[EditRequest],
+        on_step: Optional[Callable[[int, int], None]] = None,
+        should_stop: Optional[Callable[[], bool]] = None,
+    ) -> list[EditResult]:
+        """One pipeline call for requests that share size, steps, guidance and image presence.
+
+        on_step(done, total) runs after every step; should_stop() is asked before the call and after
+        every step, and True raises Cancelled (no VAE decode, no encode).
+        """
         first = batch[0]
         if any(r.batch_key != first.batch_key for r in batch):
             raise ValueError("generate() needs requests with equal batch_key")
+        if should_stop is not None and should_stop():
+            raise Cancelled("cancelled before denoising started")
 
         def step_end(pipeline, step_index, timestep, callback_kwargs):
             if on_step is not None:
                 on_step(step_index + 1, first.steps)
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"cancelled after step {step_index + 1} of {first.steps}")
             return callback_kwargs
 
         started = time.perf_counter()

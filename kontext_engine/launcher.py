@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -24,6 +25,18 @@ from .loading import default_cache_dir
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "model_repository"
 CONTAINER_TRITON = Path("/opt/tritonserver")
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports free right now (the OS picks them)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @dataclass
@@ -72,6 +85,7 @@ class TritonServer:
     grpc_port: int = 8001
     metrics_port: int = 8002
     log_path: Path | None = None
+    models: list[str] = field(default_factory=list)  # load only these (explicit mode); empty = all
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = None
 
@@ -100,6 +114,7 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
             "--exit-on-error=true",
+            *(["--model-control-mode=explicit", *[f"--load-model={m}" for m in self.models]] if self.models else []),
             *self.extra_args,
         ]
 
@@ -171,11 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--ready-timeout", type=float, default=900.0, help="seconds to wait for readiness")
+    parser.add_argument("--model", action="append", default=[], dest="models",
+                        help="load only this model (repeatable); on a GPU each model holds its own pipeline")
     parser.add_argument("extra", nargs="*", help="further tritonserver flags, after --")
     args = parser.parse_args(argv)
 
     server = TritonServer(
-        args.model_repository, args.host, args.http_port, args.grpc_port, args.metrics_port, extra_args=args.extra
+        args.model_repository, args.host, args.http_port, args.grpc_port, args.metrics_port,
+        models=args.models, extra_args=args.extra,
     )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())

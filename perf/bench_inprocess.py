@@ -133,7 +133,7 @@ class StepClock:
         self.events: list = []
         self.computed: list[int] = []
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, indices, done: int, total: int) -> None:
         if self.device.type == "cuda":
             event = torch.cuda.Event(enable_timing=True)
             event.record()

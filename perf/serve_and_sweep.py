@@ -11,31 +11,14 @@ the full stack end to end (e.g. model_source=random-full with the optimizations,
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from google.protobuf import text_format
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kontext_engine.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer  # noqa: E402
+from kontext_engine.launcher import TritonServer, free_ports  # noqa: E402
+from kontext_engine.repository import write_repository  # noqa: E402
 from perf import sweep  # noqa: E402
-from tests.integration.conftest import free_ports  # noqa: E402
-
-
-def write_repository(target: Path, max_batch_size: int, parameters: dict[str, str]) -> Path:
-    """A copy of model_repository/ whose flux_kontext config has the given batch size and parameters."""
-    from tritonclient.grpc import model_config_pb2
-
-    shutil.copytree(DEFAULT_MODEL_REPOSITORY, target, ignore=shutil.ignore_patterns("__pycache__"))
-    path = target / "flux_kontext" / "config.pbtxt"
-    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-    config.max_batch_size = max_batch_size
-    for key, value in parameters.items():
-        config.parameters[key].string_value = value
-    path.write_text(text_format.MessageToString(config))
-    return target
 
 
 def main(argv=None) -> int:
@@ -49,7 +32,11 @@ def main(argv=None) -> int:
 
     for max_batch_size in (int(n) for n in args.max_batch_sizes.split(",")):
         with tempfile.TemporaryDirectory() as scratch:
-            repository = write_repository(Path(scratch) / "model_repository", max_batch_size, parameters)
+            repository = write_repository(
+                Path(scratch) / "model_repository", parameters,
+                edit=lambda config, size=max_batch_size: setattr(config, "max_batch_size", size),
+                models=("flux_kontext",),
+            )
             http_port, grpc_port, metrics_port = free_ports(3)
             log_path = Path(scratch) / "server.log"
             server = TritonServer(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,

@@ -9,7 +9,7 @@ from .errors import (
     RequestTimeoutError,
     ServerUnavailableError,
 )
-from .protocol import EditResult
+from .protocol import EditResult, Progress
 
 __all__ = [
     "AsyncKontextClient",
@@ -18,6 +18,7 @@ __all__ = [
     "InvalidRequestError",
     "KontextClient",
     "KontextError",
+    "Progress",
     "RequestTimeoutError",
     "ServerUnavailableError",
 ]

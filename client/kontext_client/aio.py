@@ -6,7 +6,17 @@ from typing import Optional
 
 from .client import DEFAULT_TIMEOUT_S, DEFAULT_URLS
 from .errors import KontextError
-from .protocol import MODEL_NAME, OUTPUT_NAMES, EditResult, ImageInput, build_inputs, parse_result, request_values, translate_error
+from .protocol import (
+    MODEL_NAME,
+    OUTPUT_NAMES,
+    EditResult,
+    ImageInput,
+    build_inputs,
+    parse_result,
+    queue_options,
+    request_values,
+    translate_error,
+)
 
 
 def _transport(protocol: str):
@@ -37,11 +47,14 @@ class AsyncKontextClient:
         else:
             self._client = self._module.InferenceServerClient(self.url, conn_timeout=timeout_s)
 
-    async def edit(self, image: ImageInput, prompt: str, **options) -> EditResult:
-        return await self._infer(request_values(prompt, image, **options))
+    async def edit(self, image: ImageInput, prompt: str, *, priority: int = 0,
+                   queue_timeout_s: Optional[float] = None, **options) -> EditResult:
+        """As KontextClient.edit. Cancelling the awaiting task cancels the server's work (gRPC)."""
+        return await self._infer(request_values(prompt, image, **options), priority, queue_timeout_s)
 
-    async def generate(self, prompt: str, **options) -> EditResult:
-        return await self._infer(request_values(prompt, None, **options))
+    async def generate(self, prompt: str, *, priority: int = 0, queue_timeout_s: Optional[float] = None,
+                       **options) -> EditResult:
+        return await self._infer(request_values(prompt, None, **options), priority, queue_timeout_s)
 
     async def is_ready(self) -> bool:
         try:
@@ -49,9 +62,10 @@ class AsyncKontextClient:
         except Exception:
             return False
 
-    async def _infer(self, arrays) -> EditResult:
+    async def _infer(self, arrays, priority: int, queue_timeout_s: Optional[float]) -> EditResult:
         outputs = [self._module.InferRequestedOutput(name) for name in OUTPUT_NAMES]
-        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {"timeout": int(self.timeout_s)}
+        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        kwargs.update(queue_options(priority, queue_timeout_s))
         try:
             result = await self._client.infer(
                 self.model_name, build_inputs(self._module, arrays), outputs=outputs, **kwargs

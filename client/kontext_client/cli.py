@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .client import DEFAULT_TIMEOUT_S, KontextClient
 from .errors import KontextError, ServerUnavailableError
+from .protocol import EditResult, Progress
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--format", dest="output_format", choices=("png", "jpeg", "webp"),
                         help="result format (default: from the output file's suffix, else png)")
     common.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the result")
+    common.add_argument("--progress", action="store_true", help="stream progress and show a bar (gRPC)")
     commands = parser.add_subparsers(dest="command", required=True)
     edit = commands.add_parser("edit", parents=[common], help="edit an image as a prompt says")
     edit.add_argument("image", type=Path)
@@ -39,6 +41,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+def _follow(events) -> EditResult:
+    """Draws a progress bar on stderr while events arrive; returns the final result."""
+    for event in events:
+        if isinstance(event, Progress):
+            done = int(30 * event.step / event.steps)
+            print(f"\r[{'#' * done}{'.' * (30 - done)}] step {event.step}/{event.steps} "
+                  f"{event.elapsed_s:.1f}s elapsed, ~{event.eta_s:.1f}s left", end="", file=sys.stderr, flush=True)
+        else:
+            print(file=sys.stderr)
+            return event
+    raise KontextError("the stream ended without a result")
 
 
 def main(argv=None) -> int:
@@ -53,7 +68,11 @@ def main(argv=None) -> int:
     }
     try:
         with KontextClient(args.url, args.protocol, args.timeout) as client:
-            if args.command == "edit":
+            if args.progress:
+                events = (client.stream_edit(args.image, args.prompt, **options) if args.command == "edit"
+                          else client.stream_generate(args.prompt, **options))
+                result = _follow(events)
+            elif args.command == "edit":
                 result = client.edit(args.image, args.prompt, **options)
             else:
                 result = client.generate(args.prompt, **options)

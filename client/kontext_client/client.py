@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import queue
+from typing import Iterator, Optional, Union
 
-from .errors import KontextError
-from .protocol import MODEL_NAME, OUTPUT_NAMES, EditResult, ImageInput, build_inputs, parse_result, request_values, translate_error
+from .errors import KontextError, RequestTimeoutError
+from .protocol import (
+    MODEL_NAME,
+    OUTPUT_NAMES,
+    STREAM_MODEL_NAME,
+    STREAM_OUTPUT_NAMES,
+    EditResult,
+    ImageInput,
+    Progress,
+    build_inputs,
+    parse_result,
+    parse_stream_event,
+    queue_options,
+    request_values,
+    translate_error,
+)
 
 DEFAULT_TIMEOUT_S = 600.0  # a full-size 1024x1024 edit takes seconds; queueing can add more
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
@@ -48,17 +63,59 @@ class KontextClient:
                 self.url, connection_timeout=min(timeout_s, 10.0), network_timeout=timeout_s
             )
 
-    def edit(self, image: ImageInput, prompt: str, **options) -> EditResult:
+    def edit(self, image: ImageInput, prompt: str, *, priority: int = 0, queue_timeout_s: Optional[float] = None,
+             **options) -> EditResult:
         """Edits `image` (PIL image, encoded bytes or a path) as `prompt` says.
 
         Options: seed, steps, guidance, width, height, output_format. Width and height default to
         the input's size (multiple of 16); the result has exactly the size asked for.
+        priority: 1 = high, 2 = normal, 0 = the server's default. queue_timeout_s: reject the request
+        (UNAVAILABLE) if it has not started within this time.
         """
-        return self._infer(request_values(prompt, image, **options))
+        return self._infer(request_values(prompt, image, **options), priority, queue_timeout_s)
 
-    def generate(self, prompt: str, **options) -> EditResult:
+    def generate(self, prompt: str, *, priority: int = 0, queue_timeout_s: Optional[float] = None,
+                 **options) -> EditResult:
         """Text-to-image. Options as for edit(); size defaults to 1024x1024."""
-        return self._infer(request_values(prompt, None, **options))
+        return self._infer(request_values(prompt, None, **options), priority, queue_timeout_s)
+
+    def stream_edit(self, image: ImageInput, prompt: str, **options) -> Iterator[Union[Progress, EditResult]]:
+        """Like edit(), through the streaming model (gRPC): yields Progress events, then the EditResult.
+
+        Leaving the loop early (break, an exception, closing the iterator) cancels the server's work.
+        """
+        return self._stream(request_values(prompt, image, **options))
+
+    def stream_generate(self, prompt: str, **options) -> Iterator[Union[Progress, EditResult]]:
+        return self._stream(request_values(prompt, None, **options))
+
+    def _stream(self, arrays) -> Iterator[Union[Progress, EditResult]]:
+        if self.protocol != "grpc":
+            raise ValueError("streaming needs protocol='grpc'")
+        events: queue.Queue = queue.Queue()
+        client = self._module.InferenceServerClient(self.url)  # one stream per call
+        try:
+            client.start_stream(callback=lambda result, error: events.put((result, error)))
+            outputs = [self._module.InferRequestedOutput(name) for name in STREAM_OUTPUT_NAMES]
+            client.async_stream_infer(STREAM_MODEL_NAME, build_inputs(self._module, arrays), outputs=outputs)
+            while True:
+                try:
+                    result, error = events.get(timeout=self.timeout_s)
+                except queue.Empty:
+                    raise RequestTimeoutError(f"no event from the server within {self.timeout_s} s") from None
+                if error is not None:
+                    raise translate_error(error)
+                event = parse_stream_event(result)
+                yield event
+                if isinstance(event, EditResult):
+                    return
+        except KontextError:
+            raise
+        except Exception as exc:
+            raise translate_error(exc) from exc
+        finally:
+            client.stop_stream(cancel_requests=True)
+            client.close()
 
     def is_ready(self) -> bool:
         try:
@@ -66,9 +123,10 @@ class KontextClient:
         except Exception:
             return False
 
-    def _infer(self, arrays) -> EditResult:
+    def _infer(self, arrays, priority: int, queue_timeout_s: Optional[float]) -> EditResult:
         outputs = [self._module.InferRequestedOutput(name) for name in OUTPUT_NAMES]
         kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        kwargs.update(queue_options(priority, queue_timeout_s))
         try:
             result = self._client.infer(self.model_name, build_inputs(self._module, arrays), outputs=outputs, **kwargs)
         except KontextError:

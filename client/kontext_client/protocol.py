@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -23,6 +24,7 @@ from .errors import (
 )
 
 MODEL_NAME = "flux_kontext"
+STREAM_MODEL_NAME = "flux_kontext_stream"
 
 # name -> Triton dtype, for every input the model accepts
 INPUT_DTYPES = {
@@ -38,6 +40,8 @@ INPUT_DTYPES = {
 OUTPUT_IMAGE = "output_image"
 METADATA = "metadata"
 OUTPUT_NAMES = (OUTPUT_IMAGE, METADATA)
+EVENT = "event"
+STREAM_OUTPUT_NAMES = (EVENT, OUTPUT_IMAGE, METADATA)
 
 _NUMPY = {"BYTES": np.object_, "INT64": np.int64, "INT32": np.int32, "FP32": np.float32}
 
@@ -52,6 +56,16 @@ class EditResult:
 
     def save(self, path: Union[str, Path]) -> None:
         Path(path).write_bytes(self.raw)
+
+
+@dataclass
+class Progress:
+    """One streamed progress event: `step` of `steps` done."""
+
+    step: int
+    steps: int
+    elapsed_s: float
+    eta_s: float
 
 
 def encode_image(image: ImageInput) -> bytes:
@@ -94,6 +108,14 @@ def request_values(
     }
 
 
+def queue_options(priority: int, queue_timeout_s: Optional[float]) -> dict:
+    """tritonclient infer() keywords for the server's queue: priority level and queue time limit (us)."""
+    options = {"priority": priority}
+    if queue_timeout_s is not None:
+        options["timeout"] = int(queue_timeout_s * 1e6)
+    return options
+
+
 def build_inputs(module, arrays: dict[str, np.ndarray]) -> list:
     """InferInput objects of tritonclient.grpc or tritonclient.http (same API, different classes)."""
     inputs = []
@@ -104,11 +126,20 @@ def build_inputs(module, arrays: dict[str, np.ndarray]) -> list:
     return inputs
 
 
+def parse_stream_event(result) -> Union[Progress, EditResult]:
+    event = json.loads(result.as_numpy(EVENT).reshape(-1)[0])
+    if event["type"] == "progress":
+        return Progress(event["step"], event["steps"], event["elapsed_s"], event["eta_s"])
+    return parse_result(result)
+
+
 def parse_result(result) -> EditResult:
     raw = result.as_numpy(OUTPUT_IMAGE).reshape(-1)[0]
     metadata = json.loads(result.as_numpy(METADATA).reshape(-1)[0])
     return EditResult(image=Image.open(io.BytesIO(raw)), metadata=metadata, raw=bytes(raw))
 
+
+_INVALID_MESSAGE = re.compile(r"^(\[request id: [^\]]*\] )?(invalid '|inference input |unexpected inference input)")
 
 _STATUS_TO_ERROR = {
     "StatusCode.INVALID_ARGUMENT": InvalidRequestError,
@@ -130,8 +161,12 @@ def translate_error(exc: Exception) -> KontextError:
             return RequestTimeoutError(message)
         if "failed to connect" in message.lower() or "connection refused" in message.lower():
             return ServerUnavailableError(message)
-        if "exceeds maximum queue size" in message:
+        if "exceeds maximum queue size" in message or "Request timeout expired" in message:
             return ServerUnavailableError(message)
+        if exc.status() is None and _INVALID_MESSAGE.match(message):
+            # gRPC stream errors carry a message but no status code: the server's invalid-field
+            # messages ("invalid 'width': ...") and Triton's own input checks are recognised by text.
+            return InvalidRequestError(message)
         return _STATUS_TO_ERROR.get(status, InferenceFailedError)(message)
     if isinstance(exc, TimeoutError) or type(exc).__name__ in ("ConnectionTimeout", "NetworkTimeout"):
         return RequestTimeoutError(str(exc) or type(exc).__name__)

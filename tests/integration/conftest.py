@@ -1,20 +1,8 @@
 """One real tritonserver per test module, on free loopback ports, killed in teardown."""
 
-import socket
-
 import pytest
 
-from kontext_engine.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+from kontext_engine.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer, free_ports
 
 
 @pytest.fixture(scope="module")

@@ -40,3 +40,35 @@ def png(width=96, height=64, color=(30, 120, 200)):
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def scrape(server) -> dict:
+    """Prometheus samples from the server's metrics endpoint: {(name, frozenset(labels)): value}."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
+        if match:
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+            samples[(match.group(1), labels)] = float(match.group(3))
+    return samples
+
+
+def metric(server, name, **labels) -> float:
+    """Sum of the samples of `name` whose labels include `labels` (0 when absent)."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in scrape(server).items() if n == name and wanted <= ls)
+
+
+def wait_for(condition, timeout_s=15.0, interval_s=0.1):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return condition()

@@ -8,16 +8,20 @@ from tritonclient.grpc import model_config_pb2
 from kontext_client import protocol
 from kontext_engine import contract
 
-CONFIG = Path(__file__).resolve().parents[2] / "model_repository" / "flux_kontext" / "config.pbtxt"
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 TRITON_TO_CONTRACT = {"TYPE_STRING": "BYTES", "TYPE_INT64": "INT64", "TYPE_INT32": "INT32", "TYPE_FP32": "FP32"}
+MODELS = {"flux_kontext": contract.OUTPUTS, "flux_kontext_stream": contract.STREAM_OUTPUTS}
 
 
-def load_config():
-    return text_format.Parse(CONFIG.read_text(), model_config_pb2.ModelConfig())
+def load_config(model="flux_kontext"):
+    return text_format.Parse((REPOSITORY / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
 
 
-def test_config_inputs_match_contract():
-    config = load_config()
+@pytest.mark.parametrize("model", MODELS)
+def test_config_inputs_match_contract(model):
+    config = load_config(model)
     declared = {
         i.name: (TRITON_TO_CONTRACT[model_config_pb2.DataType.Name(i.data_type)], i.optional, list(i.dims))
         for i in config.input
@@ -26,22 +30,34 @@ def test_config_inputs_match_contract():
     assert declared == expected
 
 
-def test_config_outputs_match_contract():
-    config = load_config()
+@pytest.mark.parametrize("model, outputs", MODELS.items())
+def test_config_outputs_match_contract(model, outputs):
+    config = load_config(model)
     declared = {o.name: TRITON_TO_CONTRACT[model_config_pb2.DataType.Name(o.data_type)] for o in config.output}
-    assert declared == {spec.name: spec.dtype for spec in contract.OUTPUTS}
+    assert declared == {spec.name: spec.dtype for spec in outputs}
+    assert config.model_transaction_policy.decoupled == (model == "flux_kontext_stream")
 
 
-def test_config_batches_with_a_bounded_queue():
-    config = load_config()
+@pytest.mark.parametrize("model", MODELS)
+def test_config_batches_with_a_bounded_queue_and_two_priorities(model):
+    config = load_config(model)
     assert config.max_batch_size > 0
     assert config.dynamic_batching.default_queue_policy.max_queue_size > 0
+    assert config.dynamic_batching.priority_levels == 2
+
+
+def test_both_models_share_batching_and_settings():
+    unary, stream = load_config("flux_kontext"), load_config("flux_kontext_stream")
+    assert unary.dynamic_batching == stream.dynamic_batching
+    assert unary.parameters == stream.parameters and unary.max_batch_size == stream.max_batch_size
 
 
 def test_client_matches_contract():
     assert protocol.INPUT_DTYPES == {spec.name: spec.dtype for spec in contract.INPUTS}
     assert set(protocol.OUTPUT_NAMES) == {spec.name for spec in contract.OUTPUTS}
+    assert set(protocol.STREAM_OUTPUT_NAMES) == {spec.name for spec in contract.STREAM_OUTPUTS}
     assert protocol.MODEL_NAME == load_config().name
+    assert protocol.STREAM_MODEL_NAME == load_config("flux_kontext_stream").name
 
 
 def test_client_sends_only_given_options_with_contract_dtypes():

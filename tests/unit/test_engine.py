@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kontext_engine import EditRequest, KontextEngine
+from kontext_engine import Cancelled, EditRequest, KontextEngine
 from kontext_engine.codecs import fit_to_size
 
 
@@ -68,19 +68,45 @@ def test_incompatible_requests_run_in_separate_batches_in_order(engine):
     assert [r.metadata["steps"] for r in results] == [2, 3, 2, 2]
 
 
-def test_step_hook_sees_every_step(engine):
+def test_step_hook_sees_every_step_with_the_batch_members(engine):
     seen = []
-    engine.run([request(steps=3)], on_step=lambda done, total: seen.append((done, total)))
-    assert seen == [(1, 3), (2, 3), (3, 3)]
+    engine.run([request(steps=3), request(steps=2), request(steps=3)],
+               on_step=lambda indices, done, total: seen.append((list(indices), done, total)))
+    assert seen == [([0, 2], 1, 3), ([0, 2], 2, 3), ([0, 2], 3, 3), ([1], 1, 2), ([1], 2, 2)]
+
+
+def test_a_fully_cancelled_batch_stops_within_one_step(engine):
+    steps_seen = []
+    cancelled = set()
+
+    def on_step(indices, done, total):
+        steps_seen.append(done)
+        if done == 2:
+            cancelled.update(indices)  # the client goes away during step 3
+
+    (outcome,) = engine.run([request(steps=8)], on_step=on_step, is_cancelled=cancelled.__contains__)
+    assert isinstance(outcome, Cancelled)
+    assert steps_seen == [1, 2]
+
+
+def test_a_partly_cancelled_batch_runs_on_for_the_live_request(engine):
+    live, gone = engine.run([request(seed=1, steps=3), request(seed=2, steps=3)], is_cancelled={1}.__contains__)
+    assert live.metadata["steps"] == 3 and gone.metadata["seed"] == 2  # model.py answers CANCELLED for it
+
+
+def test_a_request_cancelled_while_queued_never_runs(engine):
+    calls = []
+    (outcome,) = engine.run([request()], on_step=lambda *a: calls.append(a), is_cancelled=lambda index: True)
+    assert isinstance(outcome, Cancelled) and calls == []
 
 
 def test_a_failing_batch_does_not_affect_others(engine, monkeypatch):
     real_generate = engine.generate
 
-    def generate(batch, on_step=None):
+    def generate(batch, on_step=None, should_stop=None):
         if batch[0].steps == 3:
             raise RuntimeError("simulated out of memory")
-        return real_generate(batch, on_step)
+        return real_generate(batch, on_step, should_stop)
 
     monkeypatch.setattr(engine, "generate", generate)
     good, bad = engine.run([request(steps=2), request(steps=3)])

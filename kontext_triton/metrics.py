@@ -1,0 +1,49 @@
+"""Prometheus metrics on Triton's metrics endpoint, beside Triton's own nv_* metrics.
+
+Requests rejected by Triton's queue never reach the model: they are counted by Triton itself in
+nv_inference_request_failure{reason="REJECTED"}.
+"""
+
+import triton_python_backend_utils as pb_utils
+
+OUTCOMES = ("ok", "invalid", "cancelled", "failed")
+REQUEST_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128]
+STEP_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 1, 2]
+
+
+class KontextMetrics:
+    def __init__(self, model: str):
+        labels = {"model": model}
+        family = pb_utils.MetricFamily
+        # A MetricFamily must outlive its Metrics: keep every family referenced here.
+        self._families = {
+            "requests": family("kontext_requests_total", "Requests answered by the model, by outcome", family.COUNTER),
+            "request_seconds": family("kontext_request_duration_seconds",
+                                      "Time from the start of execute to the answer, per request", family.HISTOGRAM),
+            "step_seconds": family("kontext_step_duration_seconds", "Wall time of one denoising step of a batch",
+                                   family.HISTOGRAM),
+            "steps": family("kontext_steps_total", "Denoising steps per request, computed or skipped by the cache",
+                            family.COUNTER),
+            "batch_size": family("kontext_batch_size", "Requests in the pipeline call now running (0 when idle)",
+                                 family.GAUGE),
+        }
+        f = self._families
+        self._requests = {o: f["requests"].Metric(labels={**labels, "outcome": o}) for o in OUTCOMES}
+        self._request_seconds = f["request_seconds"].Metric(labels=labels, buckets=REQUEST_BUCKETS)
+        self._step_seconds = f["step_seconds"].Metric(labels=labels, buckets=STEP_BUCKETS)
+        self._steps = {k: f["steps"].Metric(labels={**labels, "kind": k}) for k in ("computed", "skipped")}
+        self._batch_size = f["batch_size"].Metric(labels=labels)
+
+    def request(self, outcome: str, seconds: float) -> None:
+        self._requests[outcome].increment(1)
+        self._request_seconds.observe(seconds)
+
+    def step(self, seconds: float) -> None:
+        self._step_seconds.observe(seconds)
+
+    def steps(self, computed: int, skipped: int) -> None:
+        self._steps["computed"].increment(computed)
+        self._steps["skipped"].increment(skipped)
+
+    def batch_size(self, size: int) -> None:
+        self._batch_size.set(size)

@@ -1,0 +1,46 @@
+"""The decoupled flux_kontext_stream model: progress events, then the image; early exit cancels."""
+
+import time
+
+import numpy as np
+import pytest
+
+from kontext_client import EditResult, InvalidRequestError, KontextClient, Progress
+from tests.integration.helpers import metric, png, wait_for
+
+pytestmark = pytest.mark.integration
+STREAM = "flux_kontext_stream"
+
+
+def test_stream_yields_every_step_then_the_result(server):
+    with KontextClient(server.grpc_url) as client:
+        events = list(client.stream_edit(png(), "make it snowy", steps=5, width=96, height=64, seed=3))
+    progress, result = events[:-1], events[-1]
+    assert all(isinstance(e, Progress) for e in progress)
+    assert [(e.step, e.steps) for e in progress] == [(k, 5) for k in range(1, 6)]
+    assert progress[-1].eta_s == 0 and all(e.elapsed_s >= 0 for e in progress)
+    assert isinstance(result, EditResult) and result.image.size == (96, 64) and result.metadata["seed"] == 3
+
+
+def test_stream_and_unary_give_the_same_image_for_a_seed(server):
+    with KontextClient(server.grpc_url) as client:
+        *_, streamed = client.stream_edit(png(), "x", steps=3, seed=77)
+        unary = client.edit(png(), "x", steps=3, seed=77)
+    assert np.array_equal(np.asarray(streamed.image), np.asarray(unary.image))
+
+
+def test_stream_reports_invalid_input_naming_the_field(server):
+    with KontextClient(server.grpc_url) as client, pytest.raises(InvalidRequestError, match="'width'"):
+        list(client.stream_generate("x", width=65, height=64, steps=1))
+
+
+def test_leaving_the_stream_early_cancels_the_server_work(server):
+    before = metric(server, "kontext_requests_total", model=STREAM, outcome="cancelled")
+    with KontextClient(server.grpc_url) as client:
+        events = client.stream_edit(png(512, 512), "x", steps=100, width=512, height=512)
+        assert isinstance(next(events), Progress)
+        events.close()  # the consumer goes away after the first step
+        assert wait_for(lambda: metric(server, "kontext_requests_total", model=STREAM, outcome="cancelled") == before + 1)
+        started = time.monotonic()
+        *_, result = client.stream_generate("x", width=64, height=64, steps=1)  # the instance is free again
+    assert isinstance(result, EditResult) and time.monotonic() - started < 5
