@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -85,9 +86,11 @@ class TritonServer:
     grpc_port: int = 8001
     metrics_port: int = 8002
     log_path: Path | None = None
-    models: list[str] = field(default_factory=list)  # load only these (explicit mode); empty = all
+    models: list[str] = field(default_factory=list)  # load only these; empty = every model in the repository
     extra_args: list[str] = field(default_factory=list)
+    supervise: bool = True  # reload a model whose Python stub died (see StubWatchdog)
     process: subprocess.Popen | None = None
+    watchdog: "StubWatchdog | None" = None
 
     @property
     def http_url(self) -> str:
@@ -114,7 +117,9 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
             "--exit-on-error=true",
-            *(["--model-control-mode=explicit", *[f"--load-model={m}" for m in self.models]] if self.models else []),
+            # explicit mode, so that the watchdog can reload a model through the repository API
+            "--model-control-mode=explicit",
+            *[f"--load-model={m}" for m in (self.models or ["*"])],
             *self.extra_args,
         ]
 
@@ -143,6 +148,9 @@ class TritonServer:
         if log:
             log.close()
         self.wait_ready(timeout_s)
+        if self.supervise:
+            self.watchdog = StubWatchdog(self)
+            self.watchdog.start()
         return self
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -162,6 +170,8 @@ class TritonServer:
         raise TimeoutError(f"tritonserver was not ready within {timeout_s:.0f} s")
 
     def stop(self, grace_s: float = 30.0) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.process is None or self.process.poll() is not None:
             return
         os.killpg(self.process.pid, signal.SIGTERM)  # the server and its backend stubs
@@ -176,6 +186,87 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class StubWatchdog(threading.Thread):
+    """Reloads a model whose Python backend stub process died.
+
+    Triton 2.51 keeps reporting such a model ready while every request fails with "Stub process ...
+    is not healthy", and never restarts the stub (triton-inference-server/server#8604). Every second
+    this thread compares each model's stub processes with those it saw last; when one has vanished it
+    asks Triton to reload the model (explicit model control). During the reload the model reports
+    not ready, then serves again.
+    """
+
+    def __init__(self, server: "TritonServer", interval_s: float = 1.0):
+        super().__init__(name="stub-watchdog", daemon=True)
+        self.server = server
+        self.interval_s = interval_s
+        self.repository = Path(server.model_repository).resolve()
+        self.reloads: list[str] = []
+        self._stopping = threading.Event()
+
+    def stubs(self) -> dict[str, set[int]]:
+        """Live stub pids per model, read from /proc."""
+        found: dict[str, set[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub"):
+                model_py = Path(argv[1].decode(errors="replace"))
+                if model_py.parent.parent.parent == self.repository:
+                    found.setdefault(model_py.parent.parent.name, set()).add(int(entry.name))
+        return found
+
+    def run(self) -> None:
+        known = self.stubs()
+        while not self._stopping.wait(self.interval_s):
+            current = self.stubs()
+            if self.server.process is None or self.server.process.poll() is not None:
+                return  # the server itself is gone: its stubs went with it
+            for model, pids in known.items():
+                if pids - current.get(model, set()) and self._server_live():
+                    print(f"kontext-serve: a stub of model {model} died; reloading it", file=sys.stderr, flush=True)
+                    self.reload(model)
+                    current = self.stubs()
+            known = current
+
+    def reload(self, model: str) -> None:
+        """Unload, then load: a plain load of an unchanged, loaded model is a no-op in Triton."""
+        base = f"http://{self.server.http_url}/v2"
+        try:
+            self._post(f"{base}/repository/models/{model}/unload")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and self._ready(f"{base}/models/{model}/ready"):
+                time.sleep(0.2)
+            self._post(f"{base}/repository/models/{model}/load")
+            self.reloads.append(model)
+        except (urllib.error.URLError, OSError) as exc:
+            print(f"kontext-serve: reloading {model} failed: {exc}", file=sys.stderr, flush=True)
+
+    def _server_live(self) -> bool:
+        """False while the server shuts down (its stubs exit then too) or once watching stopped."""
+        alive = self.server.process is not None and self.server.process.poll() is None
+        return alive and not self._stopping.is_set() and self._ready(f"http://{self.server.http_url}/v2/health/live")
+
+    @staticmethod
+    def _post(url: str) -> None:
+        urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), timeout=1800).close()
+
+    @staticmethod
+    def _ready(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        self._stopping.set()
 
 
 def main(argv: list[str] | None = None) -> int:

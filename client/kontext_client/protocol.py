@@ -161,7 +161,7 @@ def translate_error(exc: Exception) -> KontextError:
             return RequestTimeoutError(message)
         if "failed to connect" in message.lower() or "connection refused" in message.lower():
             return ServerUnavailableError(message)
-        if "exceeds maximum queue size" in message or "Request timeout expired" in message:
+        if "exceeds maximum queue size" in message.lower() or "request timeout expired" in message.lower():
             return ServerUnavailableError(message)
         if exc.status() is None and _INVALID_MESSAGE.match(message):
             # gRPC stream errors carry a message but no status code: the server's invalid-field
