@@ -4,32 +4,19 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .client import DEFAULT_TIMEOUT_S, DEFAULT_URLS
-from .errors import KontextError
 from .protocol import (
+    DEFAULT_TIMEOUT_S,
     MODEL_NAME,
-    OUTPUT_NAMES,
+    ClientBase,
     EditResult,
     ImageInput,
-    build_inputs,
     parse_result,
-    queue_options,
     request_values,
     translate_error,
 )
 
 
-def _transport(protocol: str):
-    if protocol == "grpc":
-        import tritonclient.grpc.aio as module
-    elif protocol == "http":
-        import tritonclient.http.aio as module
-    else:
-        raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
-    return module
-
-
-class AsyncKontextClient:
+class AsyncKontextClient(ClientBase):
     def __init__(
         self,
         url: Optional[str] = None,
@@ -37,11 +24,7 @@ class AsyncKontextClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         model_name: str = MODEL_NAME,
     ):
-        self._module = _transport(protocol)
-        self.protocol = protocol
-        self.url = url or DEFAULT_URLS[protocol]
-        self.timeout_s = timeout_s
-        self.model_name = model_name
+        super().__init__(url, protocol, timeout_s, model_name, use_asyncio=True)
         if protocol == "grpc":
             self._client = self._module.InferenceServerClient(self.url)
         else:
@@ -63,15 +46,9 @@ class AsyncKontextClient:
             return False
 
     async def _infer(self, arrays, priority: int, queue_timeout_s: Optional[float]) -> EditResult:
-        outputs = [self._module.InferRequestedOutput(name) for name in OUTPUT_NAMES]
-        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-        kwargs.update(queue_options(priority, queue_timeout_s))
+        inputs, keywords = self._infer_arguments(arrays, priority, queue_timeout_s)
         try:
-            result = await self._client.infer(
-                self.model_name, build_inputs(self._module, arrays), outputs=outputs, **kwargs
-            )
-        except KontextError:
-            raise
+            result = await self._client.infer(self.model_name, inputs, **keywords)
         except Exception as exc:
             raise translate_error(exc) from exc
         return parse_result(result)

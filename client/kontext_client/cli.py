@@ -11,9 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from .client import DEFAULT_TIMEOUT_S, KontextClient
+from .client import KontextClient
 from .errors import KontextError, ServerUnavailableError
-from .protocol import EditResult, Progress
+from .protocol import DEFAULT_TIMEOUT_S, EditResult, Progress
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,36 +7,23 @@ from typing import Iterator, Optional, Union
 
 from .errors import KontextError, RequestTimeoutError
 from .protocol import (
+    DEFAULT_TIMEOUT_S,
     MODEL_NAME,
-    OUTPUT_NAMES,
     STREAM_MODEL_NAME,
     STREAM_OUTPUT_NAMES,
+    ClientBase,
     EditResult,
     ImageInput,
     Progress,
     build_inputs,
     parse_result,
     parse_stream_event,
-    queue_options,
     request_values,
     translate_error,
 )
 
-DEFAULT_TIMEOUT_S = 600.0  # a full-size 1024x1024 edit takes seconds; queueing can add more
-DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 
-
-def _transport(protocol: str):
-    if protocol == "grpc":
-        import tritonclient.grpc as module
-    elif protocol == "http":
-        import tritonclient.http as module
-    else:
-        raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
-    return module
-
-
-class KontextClient:
+class KontextClient(ClientBase):
     """Edits and generates images with the flux_kontext model.
 
     >>> client = KontextClient("127.0.0.1:8001")
@@ -51,11 +38,7 @@ class KontextClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         model_name: str = MODEL_NAME,
     ):
-        self._module = _transport(protocol)
-        self.protocol = protocol
-        self.url = url or DEFAULT_URLS[protocol]
-        self.timeout_s = timeout_s
-        self.model_name = model_name
+        super().__init__(url, protocol, timeout_s, model_name, use_asyncio=False)
         if protocol == "grpc":
             self._client = self._module.InferenceServerClient(self.url)
         else:
@@ -124,13 +107,9 @@ class KontextClient:
             return False
 
     def _infer(self, arrays, priority: int, queue_timeout_s: Optional[float]) -> EditResult:
-        outputs = [self._module.InferRequestedOutput(name) for name in OUTPUT_NAMES]
-        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-        kwargs.update(queue_options(priority, queue_timeout_s))
+        inputs, keywords = self._infer_arguments(arrays, priority, queue_timeout_s)
         try:
-            result = self._client.infer(self.model_name, build_inputs(self._module, arrays), outputs=outputs, **kwargs)
-        except KontextError:
-            raise
+            result = self._client.infer(self.model_name, inputs, **keywords)
         except Exception as exc:
             raise translate_error(exc) from exc
         return parse_result(result)

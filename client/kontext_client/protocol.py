@@ -5,6 +5,7 @@ Mirrors the server's contract by name only; tests/unit/test_contract.py checks t
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import re
@@ -108,12 +109,36 @@ def request_values(
     }
 
 
-def queue_options(priority: int, queue_timeout_s: Optional[float]) -> dict:
-    """tritonclient infer() keywords for the server's queue: priority level and queue time limit (us)."""
-    options = {"priority": priority}
-    if queue_timeout_s is not None:
-        options["timeout"] = int(queue_timeout_s * 1e6)
-    return options
+DEFAULT_TIMEOUT_S = 600.0  # a full-size 1024x1024 edit takes seconds; queueing can add more
+DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+_TRANSPORTS = {
+    ("grpc", False): "tritonclient.grpc",
+    ("http", False): "tritonclient.http",
+    ("grpc", True): "tritonclient.grpc.aio",
+    ("http", True): "tritonclient.http.aio",
+}
+
+
+class ClientBase:
+    """What the sync and asyncio clients share: address, protocol, timeouts, per-request options."""
+
+    def __init__(self, url: Optional[str], protocol: str, timeout_s: float, model_name: str, use_asyncio: bool):
+        if protocol not in DEFAULT_URLS:
+            raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
+        self._module = importlib.import_module(_TRANSPORTS[(protocol, use_asyncio)])
+        self.protocol = protocol
+        self.url = url or DEFAULT_URLS[protocol]
+        self.timeout_s = timeout_s
+        self.model_name = model_name
+
+    def _infer_arguments(self, arrays, priority: int, queue_timeout_s: Optional[float]) -> tuple[list, dict]:
+        """Inputs and infer() keywords: outputs, client deadline (gRPC), queue priority and time limit (us)."""
+        keywords = {"outputs": [self._module.InferRequestedOutput(name) for name in OUTPUT_NAMES], "priority": priority}
+        if self.protocol == "grpc":
+            keywords["client_timeout"] = self.timeout_s
+        if queue_timeout_s is not None:
+            keywords["timeout"] = int(queue_timeout_s * 1e6)
+        return build_inputs(self._module, arrays), keywords
 
 
 def build_inputs(module, arrays: dict[str, np.ndarray]) -> list:
