@@ -79,7 +79,12 @@ def _quantize_fp8(transformer) -> None:
     def in_blocks(module, fqn: str) -> bool:
         return isinstance(module, torch.nn.Linear) and "transformer_blocks" in fqn
 
-    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=in_blocks)
+    # set_inductor_config=False: torchao otherwise switches on coordinate-descent tuning in all
+    # directions for the whole process, and the first compile then benchmarks every kernel variant
+    # for many minutes (perf/results/raw/h100_E_fp8_compile_stacks.txt). Inductor flags are ours to
+    # set (`inductor_recipe`).
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
+    quantize_(transformer, config, filter_fn=in_blocks)
 
 
 def _compile(pipeline, settings: EngineSettings) -> None:
