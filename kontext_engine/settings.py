@@ -11,6 +11,8 @@ from typing import Mapping
 
 from .loading import EMBEDDED_TINY
 
+ENV_PREFIX = "KONTEXT_SETTING_"
+
 
 @dataclass(frozen=True)
 class EngineSettings:
@@ -32,9 +34,15 @@ class EngineSettings:
     warmup_steps: int = 2  # steps per warm-up run (compiles every graph a request will need)
 
     @classmethod
-    def from_parameters(cls, parameters: Mapping[str, str]) -> "EngineSettings":
-        """Builds settings from config.pbtxt parameters (all strings in Triton)."""
+    def from_parameters(cls, parameters: Mapping[str, str], environ: Mapping[str, str] = {}) -> "EngineSettings":
+        """Builds settings from config.pbtxt parameters (all strings in Triton).
+
+        An environment variable KONTEXT_SETTING_<KEY> (e.g. KONTEXT_SETTING_MODEL_SOURCE) overrides
+        the parameter <key>: one image, configured per deployment (see deploy/kubernetes/).
+        """
         known = {f.name: f for f in fields(cls)}
+        overrides = {key[len(ENV_PREFIX):].lower(): value for key, value in environ.items() if key.startswith(ENV_PREFIX)}
+        parameters = {**parameters, **overrides}
         unknown = sorted(set(parameters) - set(known))
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown}; known: {sorted(known)}")

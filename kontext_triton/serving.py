@@ -1,6 +1,8 @@
 """One `execute` call: parse every request, run the valid ones, answer each in order."""
 
 import json
+import logging
+import os
 import time
 from typing import Callable, Optional
 
@@ -20,12 +22,14 @@ ProgressCallback = Callable[[int, int, int, float], None]
 
 def load_engine(args: dict) -> KontextEngine:
     """Builds the engine on the device Triton assigned to this instance; one start-up log line."""
+    # The engine logs warm-up and compile-cache events with `logging`; the stub's stderr goes to
+    # Triton's log.
+    logging.basicConfig(level=logging.INFO, format=f"{args['model_instance_name']} %(levelname)s %(name)s: %(message)s")
     config = json.loads(args["model_config"])
     parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
     device = resolve_device(args["model_instance_kind"], int(args["model_instance_device_id"]))
-    engine = KontextEngine.load(
-        EngineSettings.from_parameters(parameters), device, max_batch_size=max(1, config["max_batch_size"])
-    )
+    settings = EngineSettings.from_parameters(parameters, os.environ)
+    engine = KontextEngine.load(settings, device, max_batch_size=max(1, config["max_batch_size"]))
     pb_utils.Logger.log_info(f"{args['model_instance_name']}: {engine.describe()}")
     return engine
 

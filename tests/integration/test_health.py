@@ -36,6 +36,12 @@ def test_an_unsupported_option_fails_start_up_naming_it(tmp_path):
     assert "fp8 needs a CUDA GPU" in log
 
 
+def test_an_environment_override_reaches_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("KONTEXT_SETTING_FP8", "true")  # how a Kubernetes deployment sets options
+    log = start_failing(tmp_path, {})
+    assert "fp8 needs a CUDA GPU" in log
+
+
 def test_an_unknown_parameter_fails_start_up_naming_it(tmp_path):
     log = start_failing(tmp_path, {"compile_mod": "default"})
     assert "unknown parameter(s) ['compile_mod']" in log

@@ -24,3 +24,17 @@ def test_parameters_are_typed():
 def test_malformed_values_fail_with_the_key(key, value):
     with pytest.raises(ValueError, match=key):
         EngineSettings.from_parameters({key: value})
+
+
+def test_environment_overrides_config_parameters():
+    settings = EngineSettings.from_parameters(
+        {"model_source": "embedded-tiny", "compile": "none"},
+        {"KONTEXT_SETTING_MODEL_SOURCE": "/models/FLUX.1-Kontext-dev", "KONTEXT_SETTING_FUSE_QKV": "true", "HOME": "/"},
+    )
+    assert settings.model_source == "/models/FLUX.1-Kontext-dev" and settings.fuse_qkv is True
+    assert settings.compile == "none"
+
+
+def test_a_misspelt_environment_override_fails_with_its_name():
+    with pytest.raises(ValueError, match="fuse_qvk"):
+        EngineSettings.from_parameters({}, {"KONTEXT_SETTING_FUSE_QVK": "true"})

@@ -1,0 +1,28 @@
+# GPU serving image: NGC Triton 24.10 (tritonserver 2.51.0, the version the tests run against,
+# Python 3.10) plus this project. kontext-serve finds /opt/tritonserver and uses it.
+# Not built in CI: the development and CI machines have no Docker engine.
+#   docker build -t flux-kontext-triton .
+#   docker run --gpus all -p 8000-8002:8000-8002 -v /models:/models -v kontext-cache:/cache \
+#     -e KONTEXT_SETTING_MODEL_SOURCE=/models/FLUX.1-Kontext-dev flux-kontext-triton
+FROM nvcr.io/nvidia/tritonserver:24.10-py3
+
+WORKDIR /opt/kontext
+COPY pyproject.toml README.md ./
+COPY kontext_engine kontext_engine
+COPY kontext_triton kontext_triton
+COPY client client
+COPY model_repository model_repository
+# pip 25.0.1: newer pip refuses para-attn's sdist (see scripts/bootstrap.sh).
+RUN python3 -m pip install --no-cache-dir "pip==25.0.1" \
+ && python3 -m pip install --no-cache-dir ".[cache]" ./client
+
+# Compile artifacts and the tiny model live here: mount a volume to keep cold starts fast.
+ENV KONTEXT_CACHE_DIR=/cache \
+    KONTEXT_SETTING_FUSE_QKV=true \
+    KONTEXT_SETTING_COMPILE=regional \
+    KONTEXT_SETTING_COMPILE_VAE=true \
+    KONTEXT_SETTING_VAE_CHANNELS_LAST=true \
+    KONTEXT_SETTING_WARMUP_SHAPES=1024x1024:edit
+EXPOSE 8000 8001 8002
+# In a container the server must listen on all interfaces; the pod network bounds who reaches it.
+ENTRYPOINT ["kontext-serve", "--host", "0.0.0.0", "--model-repository", "/opt/kontext/model_repository", "--model", "flux_kontext"]
