@@ -88,13 +88,14 @@ def serve(
             responses[position] = error_response(str(exc), pb_utils.TritonError.INVALID_ARG)
             outcomes[position] = "invalid"
 
-    last_step = [time.monotonic()]
+    last_step = [0.0]
 
     def on_step(indices, done, total):
         now = time.monotonic()
-        if done == 1:
+        if done == 1:  # the first step's time also holds text and image encoding: not observed
             metrics.batch_size(len(indices))
-        metrics.step(now - last_step[0])
+        else:
+            metrics.step(now - last_step[0])
         last_step[0] = now
         if on_progress is not None:
             for index in indices:
@@ -107,7 +108,7 @@ def serve(
         results = engine.run(valid, on_step=on_step, is_cancelled=is_cancelled)
     finally:
         metrics.batch_size(0)
-    for index, (position, outcome) in enumerate(zip(positions, results)):
+    for position, outcome in zip(positions, results):
         request = requests[position]
         if isinstance(outcome, Cancelled) or request.is_cancelled():
             responses[position] = error_response("request cancelled by the client", pb_utils.TritonError.CANCELLED)
