@@ -1,5 +1,7 @@
 """Start-up failures fail fast with a clear line; a dead backend stub is noticed and service returns."""
 
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -60,8 +62,6 @@ def test_a_killed_stub_is_reported_not_ready_then_reloaded(tmp_path_factory, req
         with KontextClient(server.grpc_url) as client:
             client.generate("x", width=64, height=64, steps=1)
             (stub,) = server.watchdog.stubs()["flux_kontext"]
-            import os, signal  # noqa: E401
-
             killed = time.monotonic()
             os.kill(stub, signal.SIGKILL)
             readiness, errors, recovered = [], [], None
