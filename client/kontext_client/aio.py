@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import AsyncIterator, Optional, Union
 
+from .errors import KontextError
 from .protocol import (
     DEFAULT_TIMEOUT_S,
     MODEL_NAME,
+    STREAM_MODEL_NAME,
+    STREAM_OUTPUT_NAMES,
     ClientBase,
     EditResult,
     ImageInput,
+    Progress,
+    build_inputs,
     parse_result,
+    parse_stream_event,
     request_values,
     translate_error,
 )
@@ -38,6 +44,39 @@ class AsyncKontextClient(ClientBase):
     async def generate(self, prompt: str, *, priority: int = 0, queue_timeout_s: Optional[float] = None,
                        **options) -> EditResult:
         return await self._infer(request_values(prompt, None, **options), priority, queue_timeout_s)
+
+    def stream_edit(self, image: ImageInput, prompt: str, **options) -> AsyncIterator[Union[Progress, EditResult]]:
+        """As KontextClient.stream_edit, as an async iterator. Closing it cancels the server's work: wrap it in
+        `contextlib.aclosing(...)` so that leaving the loop closes it at once, not at garbage collection."""
+        return self._stream(request_values(prompt, image, **options))
+
+    def stream_generate(self, prompt: str, **options) -> AsyncIterator[Union[Progress, EditResult]]:
+        return self._stream(request_values(prompt, None, **options))
+
+    async def _stream(self, arrays) -> AsyncIterator[Union[Progress, EditResult]]:
+        if self.protocol != "grpc":
+            raise ValueError("streaming needs protocol='grpc'")
+        outputs = [self._module.InferRequestedOutput(name) for name in STREAM_OUTPUT_NAMES]
+
+        async def one_request():
+            yield {"model_name": STREAM_MODEL_NAME, "inputs": build_inputs(self._module, arrays), "outputs": outputs}
+
+        responses = self._client.stream_infer(one_request(), stream_timeout=self.timeout_s)
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise translate_error(error)
+                event = parse_stream_event(result)
+                yield event
+                if isinstance(event, EditResult):
+                    return
+            raise KontextError("the stream ended without a result")
+        except KontextError:
+            raise
+        except Exception as exc:
+            raise translate_error(exc) from exc
+        finally:
+            responses.cancel()  # a no-op after the result; otherwise stops the server's work
 
     async def is_ready(self) -> bool:
         try:

@@ -1,11 +1,12 @@
 """The decoupled flux_kontext_stream model: progress events, then the image; early exit cancels."""
 
+import asyncio
 import time
 
 import numpy as np
 import pytest
 
-from kontext_client import EditResult, InvalidRequestError, KontextClient, Progress
+from kontext_client import AsyncKontextClient, EditResult, InvalidRequestError, KontextClient, Progress
 from tests.integration.helpers import metric, png, wait_for
 
 pytestmark = pytest.mark.integration
@@ -44,3 +45,18 @@ def test_leaving_the_stream_early_cancels_the_server_work(server):
         started = time.monotonic()
         *_, result = client.stream_generate("x", width=64, height=64, steps=1)  # the instance is free again
     assert isinstance(result, EditResult) and time.monotonic() - started < 5
+
+
+def test_async_stream_yields_progress_then_result_and_early_exit_cancels(server):
+    async def run():
+        async with AsyncKontextClient(server.grpc_url) as client:
+            events = [e async for e in client.stream_generate("x", width=64, height=64, steps=3, seed=5)]
+            before = metric(server, "kontext_requests_total", model=STREAM, outcome="cancelled")
+            async for event in client.stream_edit(png(512, 512), "x", steps=100, width=512, height=512):
+                assert isinstance(event, Progress)
+                break  # leaving the loop cancels the server's work
+            return events, before
+
+    events, before = asyncio.run(run())
+    assert [e.step for e in events[:-1]] == [1, 2, 3] and events[-1].metadata["seed"] == 5
+    assert wait_for(lambda: metric(server, "kontext_requests_total", model=STREAM, outcome="cancelled") == before + 1)
