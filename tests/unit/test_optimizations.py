@@ -10,7 +10,7 @@ from PIL import Image
 
 from kontext_engine import EditRequest, KontextEngine
 from kontext_engine.engine import warmup_requests
-from kontext_engine.optimizations import UnsupportedOption, compile_cache_key
+from kontext_engine.optimizations import INDUCTOR_RECIPE, UnsupportedOption, compile_cache_key
 from kontext_engine.settings import EngineSettings
 
 BASE = EngineSettings()
@@ -114,3 +114,25 @@ def test_warmup_shapes_parse_and_reject_garbage():
     assert (text.width, text.height, text.image) == (64, 96, None)
     with pytest.raises(ValueError, match="warmup_shapes"):
         warmup_requests("big:edit", steps=1)
+
+
+def test_attention_backend_is_applied_and_keeps_the_output(baseline):
+    engine = KontextEngine.load(replace(BASE, attention_backend="_native_math"))
+    processor = engine.pipeline.transformer.transformer_blocks[0].attn.processor
+    assert getattr(processor, "_attention_backend", None) is not None
+    (result,) = engine.run([edit_request()])
+    assert np.abs(image_of(result) - baseline).max() <= 2
+
+
+def test_full_compile_with_compiled_vae_and_recipe_matches_eager(baseline, tmp_path, monkeypatch):
+    import torch._inductor.config as inductor
+
+    for key in INDUCTOR_RECIPE:
+        monkeypatch.setattr(inductor, key, getattr(inductor, key))  # process-wide flags: restored after the test
+    settings = replace(BASE, compile="full", compile_vae=True, inductor_recipe=True, compile_cache=False)
+    engine = KontextEngine.load(settings)
+    assert engine.pipeline.transformer._compiled_call_impl is not None
+    assert engine.pipeline.vae.decoder._compiled_call_impl is not None
+    assert inductor.coordinate_descent_tuning is True and inductor.epilogue_fusion is False
+    (result,) = engine.run([edit_request()])
+    assert np.abs(image_of(result) - baseline).max() <= 2
