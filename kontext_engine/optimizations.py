@@ -53,7 +53,7 @@ def validate(settings: EngineSettings, device: torch.device) -> None:
 
 
 def apply_optimizations(pipeline, settings: EngineSettings, device: torch.device) -> None:
-    validate(settings, device)
+    """Applies the stack in place. Call validate() first (KontextEngine.load does, before loading)."""
     transformer, vae = pipeline.transformer, pipeline.vae
     if settings.fuse_qkv:
         transformer.fuse_qkv_projections()

@@ -1,5 +1,6 @@
 """One `execute` call: parse every request, run the valid ones, answer each in order."""
 
+import gc
 import json
 import logging
 import os
@@ -34,11 +35,10 @@ def load_engine(args: dict) -> KontextEngine:
     return engine
 
 
-def release_engine(engine: Optional[KontextEngine]) -> None:
-    """Frees the pipeline and its GPU memory (finalize)."""
-    device = engine.device if engine is not None else None
-    del engine
-    if device is not None and device.type == "cuda":
+def free_device_memory(device: torch.device) -> None:
+    """After the caller dropped its engine: collect it and return its cached GPU memory (finalize)."""
+    gc.collect()
+    if device.type == "cuda":
         torch.cuda.empty_cache()
 
 

@@ -32,7 +32,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kontext_engine import EditRequest, KontextEngine  # noqa: E402
+from kontext_engine.codecs import decode_image  # noqa: E402
 from kontext_engine.settings import EngineSettings  # noqa: E402
+from perf.input_data import synthetic_image  # noqa: E402
 
 VARIANTS = {
     "baseline": {},
@@ -116,12 +118,7 @@ def step_flops(config: dict, width: int, height: int, edit: bool) -> dict:
 
 
 def make_request(width: int, height: int, edit: bool, steps: int, seed: int = 1234) -> EditRequest:
-    image = None
-    if edit:
-        rng = np.random.default_rng(0)  # a fixed, non-trivial input image
-        gradient = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
-        pixels = np.clip(gradient + rng.normal(0, 20, (height, width, 3)), 0, 255).astype(np.uint8)
-        image = Image.fromarray(pixels)
+    image = decode_image(synthetic_image(width, height)) if edit else None  # fixed, non-trivial input
     return EditRequest(PROMPT, image, seed, steps, 2.5, width, height, "png")
 
 

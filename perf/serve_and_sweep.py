@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-batch-sizes", default="4", help="comma-separated; 1 = dynamic batching off")
     parser.add_argument("--param", action="append", default=[], help="KEY=VALUE config.pbtxt parameter override")
+    parser.add_argument("--max-queue-delay-us", type=int, help="override dynamic_batching.max_queue_delay_microseconds")
     parser.add_argument("--ready-timeout", type=float, default=1800)
     parser.add_argument("--name", required=True)
     args, sweep_args = parser.parse_known_args(argv)
@@ -32,11 +33,13 @@ def main(argv=None) -> int:
 
     for max_batch_size in (int(n) for n in args.max_batch_sizes.split(",")):
         with tempfile.TemporaryDirectory() as scratch:
-            repository = write_repository(
-                Path(scratch) / "model_repository", parameters,
-                edit=lambda config, size=max_batch_size: setattr(config, "max_batch_size", size),
-                models=("flux_kontext",),
-            )
+            def edit(config, size=max_batch_size):
+                config.max_batch_size = size
+                if args.max_queue_delay_us is not None:
+                    config.dynamic_batching.max_queue_delay_microseconds = args.max_queue_delay_us
+
+            repository = write_repository(Path(scratch) / "model_repository", parameters, edit=edit,
+                                          models=("flux_kontext",))
             http_port, grpc_port, metrics_port = free_ports(3)
             log_path = Path(scratch) / "server.log"
             server = TritonServer(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,

@@ -60,7 +60,10 @@ def main(argv=None) -> int:
     # One request first, so the first measurement window does not include a cold start.
     with KontextClient(args.url, args.protocol) as client:
         options = dict(width=args.width, height=args.height, steps=args.steps)
-        client.generate(args.prompt, **options) if image is None else client.edit(image, args.prompt, **options)
+        if image is None:
+            client.generate(args.prompt, **options)
+        else:
+            client.edit(image, args.prompt, **options)
     results = {kind: sweep.run(default_cache_dir()) for kind, sweep in sweeps.items()}
     context = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -1,7 +1,7 @@
 """flux_kontext: unary image edits (gRPC, HTTP, perf_analyzer). Logic lives in kontext_engine."""
 
 from kontext_triton.metrics import KontextMetrics
-from kontext_triton.serving import load_engine, release_engine, serve
+from kontext_triton.serving import free_device_memory, load_engine, serve
 
 
 class TritonPythonModel:
@@ -13,5 +13,5 @@ class TritonPythonModel:
         return serve(self.engine, self.metrics, requests)
 
     def finalize(self):
-        release_engine(self.engine)
-        self.engine = None
+        device, self.engine = self.engine.device, None
+        free_device_memory(device)

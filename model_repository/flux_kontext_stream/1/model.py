@@ -7,7 +7,7 @@ import triton_python_backend_utils as pb_utils
 
 from kontext_engine import contract
 from kontext_triton.metrics import KontextMetrics
-from kontext_triton.serving import load_engine, release_engine, serve
+from kontext_triton.serving import free_device_memory, load_engine, serve
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -41,5 +41,5 @@ class TritonPythonModel:
         return None
 
     def finalize(self):
-        release_engine(self.engine)
-        self.engine = None
+        device, self.engine = self.engine.device, None
+        free_device_memory(device)
