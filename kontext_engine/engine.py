@@ -71,7 +71,9 @@ class KontextEngine:
         return engine
 
     def warm_up(self, cache_dir: Path) -> None:
-        """Runs the configured warm-up shapes, reusing persisted compile artifacts when they exist."""
+        """Runs each configured warm-up shape alone and, when batching is on, as a full batch, reusing
+        persisted compile artifacts when they exist. The full batch makes torch.compile build its
+        batch-size-dynamic graph now rather than under load, and proves a full batch fits in memory."""
         requests = warmup_requests(self.settings.warmup_shapes, self.settings.warmup_steps)
         if not requests:
             return
@@ -83,9 +85,12 @@ class KontextEngine:
             loaded = load_compile_artifacts(artifacts)
             log.info("compile artifacts %s: %s", "loaded" if loaded else "absent", artifacts)
         started = time.perf_counter()
+        batch_sizes = (1, self.max_batch_size) if self.max_batch_size > 1 else (1,)
         for request in requests:
-            self.generate([request])
-        log.info("warm-up of %d shape(s) took %.1f s", len(requests), time.perf_counter() - started)
+            for batch_size in batch_sizes:
+                self.generate([request] * batch_size)
+        log.info("warm-up of %d shape(s) at batch sizes %s took %.1f s", len(requests), batch_sizes,
+                 time.perf_counter() - started)
         if artifacts is not None:
             log.info("compile artifacts saved: %d bytes", save_compile_artifacts(artifacts))
 

@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 from .loading import default_cache_dir
@@ -53,6 +54,7 @@ def _wheel_install(cache_dir: Path) -> TritonInstall:
         import pytriton
     except ImportError:
         raise SystemExit("tritonserver not found: install the 'server' extra (nvidia-pytriton) or use the container")
+    refuse_numpy_2(metadata.version("numpy"))
     root = Path(pytriton.__file__).parent / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
@@ -68,6 +70,18 @@ def _wheel_install(cache_dir: Path) -> TritonInstall:
     libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
     # The stub links libpython3.X.so.1.0; the running interpreter's copy must win over the system's.
     return TritonInstall(root / "bin/tritonserver", backend.parent, [Path(sysconfig.get_config_var("LIBDIR")), libs])
+
+
+def refuse_numpy_2(numpy_version: str) -> None:
+    """The wheel's Python backend stub (Triton 2.51) was built with a pybind11 older than numpy 2: under
+    numpy 2 every byte of a string input reaches model.py as its first byte, and the stub dies on the
+    first request (seen on the GPU machines, perf/NOTES.md). Refuse to start rather than serve that."""
+    if int(numpy_version.split(".")[0]) >= 2:
+        raise SystemExit(
+            f"numpy {numpy_version} is installed, but the Python backend stub of the nvidia-pytriton 0.7.0 wheel "
+            "(Triton 2.51) needs numpy 1: under numpy 2 string inputs arrive corrupted. "
+            "Install numpy<2 (pyproject.toml pins numpy==1.26.4)."
+        )
 
 
 def find_triton(cache_dir: Path) -> TritonInstall:
@@ -130,9 +144,9 @@ class TritonServer:
             library_path.append(env["LD_LIBRARY_PATH"])
         env["LD_LIBRARY_PATH"] = os.pathsep.join(library_path)
         # The stub's embedded interpreter finds its prefix through the first `python3` on PATH:
-        # this interpreter's bin directory first, so model.py sees this virtual environment.
+        # this interpreter's bin directory first, so model.py sees this virtual environment. It
+        # ignores PYTHONPATH (sys.flags.ignore_environment), so kontext_engine must be installed there.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
         return env
 
     def start(self, timeout_s: float = 300.0) -> "TritonServer":

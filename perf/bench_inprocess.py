@@ -51,6 +51,8 @@ VARIANTS = {
     "regional_compile_recipe": {"compile": "regional", "inductor_recipe": True},
     "full_compile": {"compile": "full"},
     "compiled_bf16": {"compile": "regional", "fuse_qkv": True, "compile_vae": True, "vae_channels_last": True},
+    "compiled_bf16_autotune": {"compile": "regional", "compile_mode": "max-autotune-no-cudagraphs", "fuse_qkv": True,
+                               "compile_vae": True, "vae_channels_last": True},
     "fp8_eager": {"fp8": True, "fuse_qkv": True},
     "fp8_regional": {"fp8": True, "fuse_qkv": True, "compile": "regional"},
     "fp8_full_compile": {"fp8": True, "fuse_qkv": True, "compile": "full"},

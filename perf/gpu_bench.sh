@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# One benchmark call on a lent GPU machine (see perf/NOTES.md). Needs the wheels in .whl/
-# (diffusers, para-attn, torchao, importlib_metadata, zipp) carried with the call.
-#   bash perf/gpu_bench.sh <bench_inprocess.py arguments...>   writes $OUT/bench.json and $OUT/bench.log
-#   bash perf/gpu_bench.sh cold <cold_start.py arguments...>    writes $OUT/cold.json and $OUT/cold.log
+# One benchmark on a lent GPU machine (see perf/NOTES.md). Carry .whl/ (diffusers, para-attn, torchao,
+# importlib_metadata, zipp) with the call.
+#   bash perf/gpu_bench.sh <bench_inprocess.py arguments...>   writes $OUT/$BENCH_NAME.json and .log
+#   bash perf/gpu_bench.sh cold <cold_start.py arguments...>    writes $OUT/$BENCH_NAME.json and .log
+# BENCH_NAME defaults to bench (cold); BENCH_TIMEOUT (s, default 570) bounds the run.
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 OUT="${OUT:-/tmp/out}"
+source perf/gpu_setup.sh || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
 python3 -c "import torch, diffusers, para_attn, torchao; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'torchao', torchao.__version__)" || exit 1
+script=perf/bench_inprocess.py name=${BENCH_NAME:-bench}
 if [ "${1:-}" = cold ]; then
   shift
-  timeout "${BENCH_TIMEOUT:-570}" python3 perf/cold_start.py --out "$OUT/cold.json" "$@" 2>&1 | tee "$OUT/cold.log"
-else
-  timeout "${BENCH_TIMEOUT:-570}" python3 perf/bench_inprocess.py --out "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log"
+  script=perf/cold_start.py name=${BENCH_NAME:-cold}
 fi
+timeout -s INT -k 20 "${BENCH_TIMEOUT:-570}" python3 "$script" --out "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.log"

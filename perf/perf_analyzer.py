@@ -96,12 +96,28 @@ def read_csv(path: Path) -> list[dict]:
     """Rows of perf_analyzer's verbose CSV, numbers as floats (latencies in us), ordered by load level.
 
     perf_analyzer writes rows sorted by throughput; the level (first column) is the natural order.
+    With --collect-metrics on a GPU server, the GPU columns hold "GPU-<uuid>:<value>;" per GPU: those
+    become {uuid: value} dicts.
     """
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         level = reader.fieldnames[0]
-        rows = [{k: float(v) if v not in ("", None) else None for k, v in row.items()} for row in reader]
+        rows = [{k: _cell(v) for k, v in row.items()} for row in reader]
     return sorted(rows, key=lambda row: row[level])
+
+
+def _cell(text: Optional[str]):
+    if text in ("", None):
+        return None
+    if ":" in text:
+        return {gpu: float(value) for gpu, _, value in (item.rpartition(":") for item in text.split(";") if item)}
+    return float(text)
+
+
+def mean_gpu_utilization(row: dict) -> Optional[float]:
+    """Average GPU utilization (0..1) over the server's GPUs, when perf_analyzer collected it."""
+    per_gpu = row.get("Avg GPU Utilization")
+    return sum(per_gpu.values()) / len(per_gpu) if per_gpu else None
 
 
 SERVER_PARTS = ("Server Queue", "Server Compute Input", "Server Compute Infer", "Server Compute Output")

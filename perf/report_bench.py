@@ -95,7 +95,9 @@ def main() -> int:
     header = [f"# {args.name}", ""]
     for report in benches + colds:
         versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
-        header.append(f"- `{report['file']}`: {report['card']}, {report['date']}, {versions}; `{report['command']}`")
+        rates = [f"{k.split('_')[0]} matmul {v:.0f} TFLOP/s" for k, v in (report.get("matmul") or {}).items()]
+        header.append(f"- `{report['file']}`: " + "; ".join(
+            [f"{report['card']}, {report['date']}, {versions}", *rates, f"`{report['command']}`"]))
         if report.get("failures"):
             header.append(f"  - failed: {report['failures']}")
     lines = header + ["", *bench_table(benches)]

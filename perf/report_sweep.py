@@ -10,17 +10,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from perf.perf_analyzer import SERVER_PARTS, overhead_fraction, read_csv  # noqa: E402
+from perf.perf_analyzer import SERVER_PARTS, mean_gpu_utilization, overhead_fraction, read_csv  # noqa: E402
 
 _LEVEL = {"concurrency": "Concurrency", "request_rate": "Request Rate"}
 
 
 def table(kind: str, rows: list[dict]) -> list[str]:
     level = _LEVEL[kind]
+    gpu = any(mean_gpu_utilization(row) is not None for row in rows)
     lines = [
         f"| {level} | infer/s | p50 ms | p95 ms | p99 ms | avg ms | queue ms | compute infer ms "
-        "| compute in+out ms | network+client ms | not model compute |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| compute in+out ms | network+client ms | not model compute |" + (" GPU util |" if gpu else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""),
     ]
     for row in rows:
         ms = lambda key: row[key] / 1e3  # noqa: E731
@@ -30,6 +31,7 @@ def table(kind: str, rows: list[dict]) -> list[str]:
             f"| {ms('p99 latency'):.1f} | {ms('Avg latency'):.1f} | {ms('Server Queue'):.1f} "
             f"| {ms('Server Compute Infer'):.1f} | {(row['Server Compute Input'] + row['Server Compute Output']) / 1e3:.2f} "
             f"| {network / 1e3:.2f} | {overhead_fraction(row):.2%} |"
+            + (f" {mean_gpu_utilization(row):.1%} |" if gpu else "")
         )
     return lines
 
@@ -76,6 +78,9 @@ def write_report(folder: Path, results: dict, context: dict) -> str:
     lines = [f"# perf_analyzer: {folder.name}", "", f"- date: {context['date']}", f"- server card: {context['card']}",
              f"- request: {json.dumps(context['request'])}"]
     lines += [f"- {kind}: `{command}`" for kind, command in context["commands"].items()]
+    timings = context.get("first_request_metadata", {}).get("timings_ms")
+    if timings:
+        lines.append("- first request, server-side (ms): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     for kind, rows in results.items():
         lines += ["", f"## {kind.replace('_', ' ')}", "", *table(kind, rows)]
     lines += [""] + [f"![{name}]({name})" for name in charts(folder, results)]

@@ -24,7 +24,7 @@ from perf.report_sweep import write_report  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="127.0.0.1:8001")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
@@ -42,7 +42,11 @@ def main(argv=None) -> int:
                         help="max %% spread across 3 windows (Poisson arrivals on a busy 2-core CPU need ~50)")
     parser.add_argument("--name", required=True, help="results folder under perf/results/")
     parser.add_argument("--card", default="", help="what the server ran on, for the report (e.g. 'H100 80GB')")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
 
     folder = RESULTS / args.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,13 +61,11 @@ def main(argv=None) -> int:
         sweeps["concurrency"] = Sweep(**common, csv_path=folder / "concurrency.csv", concurrency=args.concurrency)
     if args.request_rate:
         sweeps["request_rate"] = Sweep(**common, csv_path=folder / "request_rate.csv", request_rate=args.request_rate)
-    # One request first, so the first measurement window does not include a cold start.
+    # One request first, so the first measurement window does not include a cold start; its metadata
+    # (pipeline vs encode time on the server) goes into the report.
     with KontextClient(args.url, args.protocol) as client:
         options = dict(width=args.width, height=args.height, steps=args.steps)
-        if image is None:
-            client.generate(args.prompt, **options)
-        else:
-            client.edit(image, args.prompt, **options)
+        first = client.generate(args.prompt, **options) if image is None else client.edit(image, args.prompt, **options)
     results = {kind: sweep.run(default_cache_dir()) for kind, sweep in sweeps.items()}
     context = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -71,6 +73,7 @@ def main(argv=None) -> int:
         "request": {"width": args.width, "height": args.height, "steps": args.steps,
                     "mode": "text-to-image" if image is None else "edit"},
         "commands": {kind: " ".join(sweep.command()) for kind, sweep in sweeps.items()},
+        "first_request_metadata": first.metadata,
     }
     print(write_report(folder, results, context))
     return 0

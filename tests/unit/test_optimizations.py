@@ -88,6 +88,16 @@ def test_regional_compile_matches_eager_and_persists_artifacts(baseline, tmp_pat
     assert len(artifacts) == 1 and artifacts[0].stat().st_size > 0
 
 
+def test_warm_up_compiles_every_batch_size_so_serving_compiles_nothing(tmp_path):
+    settings = replace(BASE, compile="regional", warmup_shapes="64x64:edit", warmup_steps=1,
+                       compile_cache=False)
+    engine = KontextEngine.load(settings, max_batch_size=3)
+    compiled_graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    results = engine.run([edit_request(seed=s, steps=2) for s in (1, 2)] + [edit_request(seed=3)])
+    assert [r.metadata["batch_size"] for r in results] == [2, 2, 1]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == compiled_graphs
+
+
 def test_compile_cache_key_changes_with_compile_settings():
     config = {"num_layers": 1}
     cpu = torch.device("cpu")
