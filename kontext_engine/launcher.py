@@ -53,7 +53,7 @@ def _wheel_install(cache_dir: Path) -> TritonInstall:
     try:
         import pytriton
     except ImportError:
-        raise SystemExit("tritonserver not found: install the 'server' extra (nvidia-pytriton) or use the container")
+        raise SystemExit("tritonserver not found: install the 'server' extra (nvidia-pytriton) or use the container") from None
     refuse_numpy_2(metadata.version("numpy"))
     root = Path(pytriton.__file__).parent / "tritonserver"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import io
 import json
 import platform
 import statistics
@@ -42,10 +41,9 @@ def main(argv=None) -> int:
         repository = write_repository(Path(scratch) / "model_repository", models=("flux_kontext",))
         http_port, grpc_port, metrics_port = free_ports(3)
         with TritonServer(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                          log_path=Path(scratch) / "server.log"):
-            with KontextClient(f"127.0.0.1:{grpc_port}") as client:
-                served = [client.edit(png, "make it snowy", **options).metadata["timings_ms"]["pipeline"]
-                          for _ in range(args.runs + 1)][1:]
+                          log_path=Path(scratch) / "server.log"), KontextClient(f"127.0.0.1:{grpc_port}") as client:
+            served = [client.edit(png, "make it snowy", **options).metadata["timings_ms"]["pipeline"]
+                      for _ in range(args.runs + 1)][1:]
     summary = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, embedded tiny model on CPU",
