@@ -71,9 +71,10 @@ class KontextEngine:
         return engine
 
     def warm_up(self, cache_dir: Path) -> None:
-        """Runs each configured warm-up shape alone and, when batching is on, as a full batch, reusing
-        persisted compile artifacts when they exist. The full batch makes torch.compile build its
-        batch-size-dynamic graph now rather than under load, and proves a full batch fits in memory."""
+        """Runs each configured warm-up shape alone and, when batching is on, as a full batch (with
+        static_shapes, at every batch size), reusing persisted compile artifacts when they exist. So
+        torch.compile builds every graph a request will need now rather than under load, and a full
+        batch is proven to fit in memory."""
         requests = warmup_requests(self.settings.warmup_shapes, self.settings.warmup_steps)
         if not requests:
             return
@@ -85,7 +86,7 @@ class KontextEngine:
             loaded = load_compile_artifacts(artifacts)
             log.info("compile artifacts %s: %s", "loaded" if loaded else "absent", artifacts)
         started = time.perf_counter()
-        batch_sizes = (1, self.max_batch_size) if self.max_batch_size > 1 else (1,)
+        batch_sizes = self._warmup_batch_sizes(compiled)
         for request in requests:
             for batch_size in batch_sizes:
                 self.generate([request] * batch_size)
@@ -93,6 +94,12 @@ class KontextEngine:
                  time.perf_counter() - started)
         if artifacts is not None:
             log.info("compile artifacts saved: %d bytes", save_compile_artifacts(artifacts))
+
+    def _warmup_batch_sizes(self, compiled: bool) -> tuple[int, ...]:
+        """Static shapes compile each batch size; otherwise batch 1 and one symbolic graph for the rest."""
+        if compiled and self.settings.static_shapes:
+            return tuple(range(1, self.max_batch_size + 1))
+        return (1, self.max_batch_size) if self.max_batch_size > 1 else (1,)
 
     def describe(self) -> str:
         """One start-up line: model source, device, dtype and every setting, on or off."""

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 COMPILE_CHOICES = ("none", "regional", "full")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune")
 FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper have FP8 tensor cores
+# With static shapes every (size, batch size) is its own graph. Dynamo's default of 8 graphs per code
+# object is two sizes at max_batch_size 4; past it, fullgraph compilation fails the request.
+STATIC_SHAPES_RECOMPILE_LIMIT = 64
 
 # The original recipe's inductor flags; kept behind `inductor_recipe` so they can be measured.
 INDUCTOR_RECIPE = {
@@ -92,15 +95,20 @@ def _compile(pipeline, settings: EngineSettings) -> None:
         for key, value in INDUCTOR_RECIPE.items():
             setattr(torch._inductor.config, key, value)
     mode = None if settings.compile_mode == "default" else settings.compile_mode
+    # dynamic=None: once a second size or batch size arrives, Dynamo recompiles with that dimension
+    # symbolic, and a symbolic sequence length costs 45% per step at 512x512 on an H100 (perf/NOTES.md).
+    dynamic = False if settings.static_shapes else None
+    if settings.static_shapes:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, STATIC_SHAPES_RECOMPILE_LIMIT)
     transformer = pipeline.transformer
     if settings.compile == "regional":
         # One compiled graph per block class, reused by all 57 blocks: ~10x faster to compile than
         # the whole model, same steady-state speed (see perf/NOTES.md).
-        transformer.compile_repeated_blocks(fullgraph=True, mode=mode)
+        transformer.compile_repeated_blocks(fullgraph=True, mode=mode, dynamic=dynamic)
     elif settings.compile == "full":
-        transformer.compile(mode=mode)
+        transformer.compile(mode=mode, dynamic=dynamic)
     if settings.compile_vae:
-        pipeline.vae.decoder.compile(mode=mode)
+        pipeline.vae.decoder.compile(mode=mode, dynamic=dynamic)
 
 
 def compile_cache_key(settings: EngineSettings, device: torch.device, model_config: dict) -> str:

@@ -25,6 +25,7 @@ class EngineSettings:
     compile: str = "none"  # none | regional (compile_repeated_blocks) | full
     compile_mode: str = "default"  # default | max-autotune-no-cudagraphs | max-autotune
     compile_vae: bool = False  # compile the VAE decoder
+    static_shapes: bool = False  # one graph per warmed size and batch size: faster when several sizes are served; other sizes compile on first use
     inductor_recipe: bool = False  # the original recipe's inductor flags
     fp8: bool = False  # torchao FP8 dynamic per-row quantization of the transformer blocks (GPU, sm89+)
     attention_backend: str = ""  # a diffusers attention backend (e.g. _native_cudnn); empty = SDPA default

@@ -98,6 +98,25 @@ def test_warm_up_compiles_every_batch_size_so_serving_compiles_nothing(tmp_path)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == compiled_graphs
 
 
+def test_static_shapes_warm_up_every_batch_size_so_serving_compiles_nothing(tmp_path):
+    settings = replace(BASE, compile="regional", static_shapes=True, warmup_shapes="64x64:edit", warmup_steps=1,
+                       compile_cache=False)
+    engine = KontextEngine.load(settings, max_batch_size=3)
+    compiled_graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    results = engine.run([edit_request(seed=s, steps=2) for s in (1, 2)] + [edit_request(seed=3)])
+    results += engine.run([edit_request(seed=s, steps=2) for s in (4, 5, 6)])
+    assert [r.metadata["batch_size"] for r in results] == [2, 2, 1, 3, 3, 3]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == compiled_graphs
+
+
+def test_static_shapes_serve_more_sizes_than_dynamos_default_limit():
+    """One graph per size: past Dynamo's default of 8, fullgraph compilation would fail the request."""
+    engine = KontextEngine.load(replace(BASE, compile="regional", static_shapes=True, compile_cache=False))
+    sizes = [(64 + 16 * i, 64) for i in range(10)]
+    results = engine.run([EditRequest("snow", Image.new("RGB", size), 1, 1, 2.5, *size, "png") for size in sizes])
+    assert [(r.metadata["width"], r.metadata["height"]) for r in results] == sizes
+
+
 def test_compile_cache_key_changes_with_compile_settings():
     config = {"num_layers": 1}
     cpu = torch.device("cpu")
