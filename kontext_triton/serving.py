@@ -2,6 +2,7 @@
 
 import gc
 import json
+import locale
 import logging
 import os
 import time
@@ -21,11 +22,20 @@ from .metrics import KontextMetrics
 ProgressCallback = Callable[[int, int, int, float], None]
 
 
+def use_utf8_text_files() -> None:
+    """The backend stub embeds Python without locale set-up, so open() without an encoding reads
+    ASCII; torch.compile reads its kernel templates that way, and torch 2.13's include non-ASCII
+    ones: every compile failed in the stub. UTF-8, as a command-line python has it."""
+    if locale.getpreferredencoding(False).lower().replace("-", "") != "utf8":
+        locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+
+
 def load_engine(args: dict) -> KontextEngine:
     """Builds the engine on the device Triton assigned to this instance; one start-up log line."""
     # The engine logs warm-up and compile-cache events with `logging`; the stub's stderr goes to
     # Triton's log.
     logging.basicConfig(level=logging.INFO, format=f"{args['model_instance_name']} %(levelname)s %(name)s: %(message)s")
+    use_utf8_text_files()
     config = json.loads(args["model_config"])
     parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
     device = resolve_device(args["model_instance_kind"], int(args["model_instance_device_id"]))

@@ -1,0 +1,31 @@
+"""torch.compile inside the backend stub: the model warms up compiled, with static shapes and batching,
+and serves the warmed size and a new one."""
+
+import pytest
+
+from kontext_engine.repository import write_repository
+from tests.integration.conftest import running_server
+from tests.integration.helpers import infer, png
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def compiled_server(tmp_path_factory, request):
+    scratch = tmp_path_factory.mktemp("compiled")
+    parameters = {"compile": "regional", "static_shapes": "true", "warmup_shapes": "64x64:edit",
+                  "warmup_steps": "1", "compile_cache_dir": str(scratch / "artifacts")}
+
+    def batch_of_two(config):
+        config.max_batch_size = 2
+
+    repository = write_repository(scratch / "model_repository", parameters, edit=batch_of_two, models=("flux_kontext",))
+    with running_server(repository, scratch, request.node) as instance:
+        yield instance
+
+
+def test_compiled_model_serves_the_warmed_size_and_a_new_one(compiled_server):
+    for width, height in ((64, 64), (96, 64)):
+        image, meta = infer(compiled_server, prompt=b"make it snowy", image=png(80, 80), width=width, height=height,
+                            steps=2)
+        assert image.size == (width, height) and meta["steps"] == 2
