@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 COMPILE_CHOICES = ("none", "regional", "full")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune")
 FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper have FP8 tensor cores
-# With static shapes every (size, batch size) is its own graph. Dynamo's default of 8 graphs per code
-# object is two sizes at max_batch_size 4; past it, fullgraph compilation fails the request.
+# With static shapes every (size, batch size) is its own graph. Dynamo's default limit, 8 graphs per
+# code object, shared by both block classes (one Module._call_impl), allows four: one size at batch
+# sizes 1-4. Past the limit, fullgraph compilation fails the request.
 STATIC_SHAPES_RECOMPILE_LIMIT = 64
 
 # The original recipe's inductor flags; kept behind `inductor_recipe` so they can be measured.
