@@ -41,6 +41,22 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def wheel_libraries() -> Path:
+    """The shared libraries bundled, under hashed names, in the nvidia-pytriton wheel."""
+    import pytriton
+
+    return Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
+
+
+def http_ok(url: str, timeout_s: float) -> bool:
+    """True when GET url answers 200 (Triton's health and readiness endpoints)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 @dataclass
 class TritonInstall:
     server: Path
@@ -67,9 +83,9 @@ def _wheel_install(cache_dir: Path) -> TritonInstall:
         if not link.exists() or link.resolve() != source.resolve():
             link.unlink(missing_ok=True)
             link.symlink_to(source)
-    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
     # The stub links libpython3.X.so.1.0; the running interpreter's copy must win over the system's.
-    return TritonInstall(root / "bin/tritonserver", backend.parent, [Path(sysconfig.get_config_var("LIBDIR")), libs])
+    return TritonInstall(root / "bin/tritonserver", backend.parent,
+                         [Path(sysconfig.get_config_var("LIBDIR")), wheel_libraries()])
 
 
 def refuse_numpy_2(numpy_version: str) -> None:
@@ -173,12 +189,8 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"tritonserver exited with code {self.process.returncode} before it was ready")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if http_ok(url, timeout_s=2):
+                return
             time.sleep(0.5)
         self.stop()
         raise TimeoutError(f"tritonserver was not ready within {timeout_s:.0f} s")
@@ -255,7 +267,7 @@ class StubWatchdog(threading.Thread):
         try:
             self._post(f"{base}/repository/models/{model}/unload")
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and self._ready(f"{base}/models/{model}/ready"):
+            while time.monotonic() < deadline and http_ok(f"{base}/models/{model}/ready", timeout_s=5):
                 time.sleep(0.2)
             self._post(f"{base}/repository/models/{model}/load")
             self.reloads.append(model)
@@ -265,19 +277,11 @@ class StubWatchdog(threading.Thread):
     def _server_live(self) -> bool:
         """False while the server shuts down (its stubs exit then too) or once watching stopped."""
         alive = self.server.process is not None and self.server.process.poll() is None
-        return alive and not self._stopping.is_set() and self._ready(f"http://{self.server.http_url}/v2/health/live")
+        return alive and not self._stopping.is_set() and http_ok(f"http://{self.server.http_url}/v2/health/live", 5)
 
     @staticmethod
     def _post(url: str) -> None:
         urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), timeout=1800).close()
-
-    @staticmethod
-    def _ready(url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
 
     def stop(self) -> None:
         self._stopping.set()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from kontext_engine.launcher import wheel_libraries
+
 _LIBRARIES = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 
 
@@ -28,9 +30,7 @@ def binary() -> Path:
 
 def library_dir(cache_dir: Path) -> Path:
     """A directory with libb64.so.0d and libcudart.so.12 linked from the nvidia-pytriton wheel."""
-    import pytriton
-
-    wheel_libs = Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
+    wheel_libs = wheel_libraries()
     target = cache_dir / "perf-analyzer-libs"
     target.mkdir(parents=True, exist_ok=True)
     for name, pattern in _LIBRARIES.items():
