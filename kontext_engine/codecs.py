@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 
 from PIL import Image, ImageOps
 
 from . import contract
 from .errors import InvalidRequest
+
+log = logging.getLogger(__name__)
 
 _PIL_SAVE_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 # Fast, size-reasonable settings: PNG level 1 costs a fraction of level 6 for similar size.
@@ -19,7 +22,9 @@ def decode_image(data: bytes, field: str = contract.IMAGE.name) -> Image.Image:
     """Decodes PNG/JPEG/WebP bytes to an RGB image.
 
     The pixel count is read from the header and checked against MAX_INPUT_PIXELS before decoding,
-    so a decompression bomb costs nothing. Truncated or corrupt data raises InvalidRequest.
+    so a decompression bomb costs nothing. Any failure to decode raises InvalidRequest, whatever PIL
+    raised. Metadata is advisory: an EXIF orientation is applied when it can be read, and a broken
+    EXIF block is ignored (the pixels are still the client's image).
     """
     if not data:
         raise InvalidRequest(field, "is empty")
@@ -40,10 +45,24 @@ def decode_image(data: bytes, field: str = contract.IMAGE.name) -> Image.Image:
         )
     try:
         image.load()
+        return _upright(image).convert("RGB")
+    except Exception as exc:  # whatever the container or a metadata chunk makes PIL raise
+        raise InvalidRequest(field, f"could not be decoded ({type(exc).__name__}: {_clip(exc)})") from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Applies the EXIF orientation; an EXIF block PIL cannot parse is ignored."""
+    try:
+        return ImageOps.exif_transpose(image)
     except Exception as exc:
-        raise InvalidRequest(field, f"could not be decoded ({type(exc).__name__}: {exc})") from None
-    image = ImageOps.exif_transpose(image)
-    return image.convert("RGB")
+        log.info("ignoring unreadable EXIF metadata (%s: %s)", type(exc).__name__, _clip(exc))
+        return image
+
+
+def _clip(exc: Exception, limit: int = 120) -> str:
+    """An exception message short enough for a client error (PIL may quote the client's bytes)."""
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def fit_to_size(image: Image.Image, width: int, height: int) -> Image.Image:

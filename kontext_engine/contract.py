@@ -62,5 +62,6 @@ MAX_SEED = 2**63 - 1
 MAX_PROMPT_BYTES = 4096
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 MAX_INPUT_PIXELS = 4096 * 4096  # checked from the header, before any pixel is decoded
-OUTPUT_FORMATS = ("png", "jpeg", "webp")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")  # case-insensitive
+OUTPUT_FORMAT_ALIASES = {"jpg": "jpeg"}
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP")  # PIL format names accepted for `image`

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 StepCallback = Callable[[Sequence[int], int, int], None]
 # Whether the request at this index of the run() list was cancelled by its client.
 CancelCheck = Callable[[int], bool]
+# Called once per request, as soon as its batch ended, with (its index in the run() list, outcome).
+DoneCallback = Callable[[int, "Union[EditResult, Exception]"], None]
 
 
 class Cancelled(Exception):
@@ -114,12 +116,14 @@ class KontextEngine:
         requests: Sequence[EditRequest],
         on_step: Optional[StepCallback] = None,
         is_cancelled: Optional[CancelCheck] = None,
+        on_done: Optional[DoneCallback] = None,
     ) -> list[Union[EditResult, Exception]]:
         """Runs every request; compatible ones share a pipeline call.
 
         Returns one entry per request, in order: its result, or the exception that ended its batch
-        (a failing batch never affects another). A batch stops within one step once every one of
-        its requests is cancelled; a batch with some live requests runs on for them.
+        (a failing batch never affects another); on_done gets each entry as soon as its batch ends.
+        A batch stops within one step once every one of its requests is cancelled; a batch with some
+        live requests runs on for them.
         """
         outcomes: list[Union[EditResult, Exception]] = [None] * len(requests)  # type: ignore[list-item]
         for group in group_compatible(requests, lambda r: r.batch_key, self.max_batch_size):
@@ -135,6 +139,8 @@ class KontextEngine:
                 results = [exc] * len(batch)
             for index, result in zip(group, results):
                 outcomes[index] = result
+                if on_done is not None:
+                    on_done(index, result)
         return outcomes
 
     @torch.inference_mode()

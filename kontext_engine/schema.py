@@ -115,10 +115,9 @@ def parse_request(tensors: Mapping[str, Optional[np.ndarray]]) -> EditRequest:
             )
 
     output_format = _text(tensors, contract.OUTPUT_FORMAT, 16)
-    output_format = (output_format or contract.DEFAULT_OUTPUT_FORMAT).lower()
-    if output_format == "jpg":
-        output_format = "jpeg"
-    if output_format not in contract.OUTPUT_FORMATS:
+    output_format = contract.DEFAULT_OUTPUT_FORMAT if output_format is None else output_format.lower()
+    output_format = contract.OUTPUT_FORMAT_ALIASES.get(output_format, output_format)
+    if output_format not in contract.OUTPUT_FORMATS:  # an empty string is not "absent"
         raise InvalidRequest(
             contract.OUTPUT_FORMAT.name, f"must be one of {', '.join(contract.OUTPUT_FORMATS)}, got {output_format!r}"
         )

@@ -1,12 +1,13 @@
 """Prometheus metrics on Triton's metrics endpoint, beside Triton's own nv_* metrics.
 
-Requests rejected by Triton's queue never reach the model: they are counted by Triton itself in
-nv_inference_request_failure{reason="REJECTED"}.
+kontext_requests_total counts every request the model answered, once, by outcome. Requests Triton
+rejects before the model sees them (queue full, queue timeout) are not in it: README "Metrics" says
+which of Triton's counters hold them.
 """
 
 import triton_python_backend_utils as pb_utils
 
-OUTCOMES = ("ok", "invalid", "cancelled", "failed")
+OUTCOMES = ("ok", "invalid", "cancelled", "expired", "failed")
 REQUEST_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128]
 STEP_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 1, 2]
 
@@ -19,7 +20,7 @@ class KontextMetrics:
         self._families = {
             "requests": family("kontext_requests_total", "Requests answered by the model, by outcome", family.COUNTER),
             "request_seconds": family("kontext_request_duration_seconds",
-                                      "Time from the start of execute to the answer, per request", family.HISTOGRAM),
+                                      "Time from the model taking the request to its answer", family.HISTOGRAM),
             "step_seconds": family("kontext_step_duration_seconds",
                                    "Time between the ends of consecutive denoising steps of a batch", family.HISTOGRAM),
             "steps": family("kontext_steps_total", "Denoising steps per request, computed or skipped by the cache",

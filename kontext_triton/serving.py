@@ -1,4 +1,5 @@
-"""One `execute` call: parse every request, run the valid ones, answer each in order."""
+"""One `execute` call: parse every request, run the valid ones, answer each as soon as its own
+outcome is known (an invalid request at once, each batch group when it ends)."""
 
 import gc
 import json
@@ -6,6 +7,7 @@ import locale
 import logging
 import os
 import time
+import traceback
 from typing import Callable, Optional
 
 import numpy as np
@@ -17,9 +19,13 @@ from kontext_engine.loading import resolve_device
 from kontext_engine.settings import EngineSettings
 
 from .metrics import KontextMetrics
+from .parameters import split_parameters
 
-# (request position in execute's list, steps done, steps total, seconds since execute started)
+# (request position in execute's list, steps done, steps total, seconds since its batch started)
 ProgressCallback = Callable[[int, int, int, float], None]
+# (request position in execute's list, its final response)
+Respond = Callable[[int, "pb_utils.InferenceResponse"], None]
+
 
 
 def use_utf8_text_files() -> None:
@@ -30,6 +36,16 @@ def use_utf8_text_files() -> None:
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
 
 
+def model_parameters(args: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """config.pbtxt's parameters: (serving options, engine settings)."""
+    config = json.loads(args["model_config"])
+    return split_parameters({key: value["string_value"] for key, value in config.get("parameters", {}).items()})
+
+
+def serving_options(args: dict) -> dict[str, str]:
+    return model_parameters(args)[0]
+
+
 def load_engine(args: dict) -> KontextEngine:
     """Builds the engine on the device Triton assigned to this instance; one start-up log line."""
     # The engine logs warm-up and compile-cache events with `logging`; the stub's stderr goes to
@@ -37,7 +53,7 @@ def load_engine(args: dict) -> KontextEngine:
     logging.basicConfig(level=logging.INFO, format=f"{args['model_instance_name']} %(levelname)s %(name)s: %(message)s")
     use_utf8_text_files()
     config = json.loads(args["model_config"])
-    parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    parameters = model_parameters(args)[1]
     device = resolve_device(args["model_instance_kind"], int(args["model_instance_device_id"]))
     settings = EngineSettings.from_parameters(parameters, os.environ)
     engine = KontextEngine.load(settings, device, max_batch_size=max(1, config["max_batch_size"]))
@@ -77,17 +93,42 @@ def _request_id(request) -> str:
     return request.request_id() or "-"
 
 
+def _timeout_s(request, server_limit_s: float) -> float:
+    """The request's compute budget: the server's limit, or the client's Triton timeout if shorter."""
+    client_us = request.timeout()
+    return min(server_limit_s, client_us / 1e6) if client_us > 0 else server_limit_s
+
+
 def serve(
     engine: KontextEngine,
     metrics: KontextMetrics,
     requests: list,
+    respond: Respond,
+    request_timeout_s: float,
     on_progress: Optional[ProgressCallback] = None,
-) -> list:
-    """The final response for every request, in order. Bad requests get INVALID_ARG naming the field,
-    cancelled ones CANCELLED, failed batches INTERNAL; none of them affects another request."""
+) -> None:
+    """Answers every request exactly once through respond(), as soon as its outcome is known.
+
+    Bad requests get INVALID_ARG naming the field, cancelled ones CANCELLED, ones past their deadline
+    (stopped within a step) UNAVAILABLE, failures INTERNAL with the request id (the traceback goes to
+    the server log, never to the client); none of them affects another request.
+    """
     started = time.monotonic()
-    responses: list = [None] * len(requests)
-    outcomes: list = [None] * len(requests)
+    deadlines = [started + _timeout_s(request, request_timeout_s) for request in requests]
+    answered = [False] * len(requests)
+
+    def answer(position: int, outcome: str, response) -> None:
+        answered[position] = True
+        metrics.request(outcome, time.monotonic() - started)
+        respond(position, response)
+
+    def fail(position: int, what: str, exc: Optional[BaseException]) -> None:
+        request_id = _request_id(requests[position])
+        details = "".join(traceback.format_exception(exc)) if exc is not None else ""
+        pb_utils.Logger.log_error(f"request {request_id}: {what}\n{details}")
+        answer(position, "failed", error_response(
+            f"{what} (request id {request_id}); the server log has the details", pb_utils.TritonError.INTERNAL))
+
     valid, positions = [], []
     for position, request in enumerate(requests):
         try:
@@ -95,44 +136,49 @@ def serve(
             positions.append(position)
         except InvalidRequest as exc:
             pb_utils.Logger.log_warn(f"request {_request_id(request)}: {exc}")
-            responses[position] = error_response(str(exc), pb_utils.TritonError.INVALID_ARG)
-            outcomes[position] = "invalid"
+            answer(position, "invalid", error_response(str(exc), pb_utils.TritonError.INVALID_ARG))
+        except Exception as exc:  # one unreadable request must not fail its neighbours
+            fail(position, "the request could not be read", exc)
 
-    last_step = [0.0]
+    clock = {"batch_started": time.monotonic(), "last_step": 0.0}
 
     def on_step(indices, done, total):
         now = time.monotonic()
         if done == 1:  # the first step's time also holds text and image encoding: not observed
             metrics.batch_size(len(indices))
         else:
-            metrics.step(now - last_step[0])
-        last_step[0] = now
+            metrics.step(now - clock["last_step"])
+        clock["last_step"] = now
         if on_progress is not None:
             for index in indices:
-                on_progress(positions[index], done, total, now - started)
+                on_progress(positions[index], done, total, now - clock["batch_started"])
 
-    def is_cancelled(index: int) -> bool:
-        return requests[positions[index]].is_cancelled()
+    def stop_requested(index: int) -> bool:
+        position = positions[index]
+        return requests[position].is_cancelled() or time.monotonic() > deadlines[position]
 
-    try:
-        results = engine.run(valid, on_step=on_step, is_cancelled=is_cancelled)
-    finally:
-        metrics.batch_size(0)
-    for position, outcome in zip(positions, results):
+    def on_done(index, outcome):
+        clock["batch_started"] = time.monotonic()
+        position = positions[index]
         request = requests[position]
-        if isinstance(outcome, Cancelled) or request.is_cancelled():
-            responses[position] = error_response("request cancelled by the client", pb_utils.TritonError.CANCELLED)
-            outcomes[position] = "cancelled"
+        if request.is_cancelled():
+            answer(position, "cancelled", error_response("request cancelled by the client",
+                                                         pb_utils.TritonError.CANCELLED))
         elif isinstance(outcome, EditResult):
-            responses[position] = result_response(outcome)
-            outcomes[position] = "ok"
             computed = outcome.metadata["steps_computed"]
             metrics.steps(computed, outcome.metadata["steps"] - computed)
+            answer(position, "ok", result_response(outcome))
+        elif isinstance(outcome, Cancelled):  # not cancelled by its client: past its deadline
+            budget = deadlines[position] - started
+            answer(position, "expired", error_response(
+                f"request exceeded its time limit of {budget:.0f} s and was stopped", pb_utils.TritonError.UNAVAILABLE))
         else:
-            pb_utils.Logger.log_error(f"request {_request_id(request)}: {outcome!r}")
-            responses[position] = error_response(f"inference failed: {outcome}", pb_utils.TritonError.INTERNAL)
-            outcomes[position] = "failed"
-    elapsed = time.monotonic() - started
-    for outcome in outcomes:
-        metrics.request(outcome, elapsed)
-    return responses
+            fail(position, f"inference failed ({type(outcome).__name__})", outcome)
+
+    try:
+        engine.run(valid, on_step=on_step, is_cancelled=stop_requested, on_done=on_done)
+    finally:
+        metrics.batch_size(0)
+        for position, done in enumerate(answered):  # a safety net: no request is ever left waiting
+            if not done:
+                fail(position, "the request was not completed", None)

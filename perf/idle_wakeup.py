@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kontext_engine.launcher import TritonServer, free_ports  # noqa: E402
-from kontext_engine.repository import write_repository  # noqa: E402
+from kontext_triton.server.process import TritonServer, free_ports  # noqa: E402
+from kontext_triton.server.repository import write_repository  # noqa: E402
 from perf import sequential_latency  # noqa: E402
 
 _PRIORITY = ("priority_levels", "default_priority_level")

@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kontext_client import KontextClient  # noqa: E402
 from kontext_engine import EditRequest, KontextEngine  # noqa: E402
 from kontext_engine.codecs import decode_image  # noqa: E402
-from kontext_engine.launcher import TritonServer, free_ports  # noqa: E402
-from kontext_engine.repository import write_repository  # noqa: E402
+from kontext_triton.server.process import TritonServer, free_ports  # noqa: E402
+from kontext_triton.server.repository import write_repository  # noqa: E402
 from perf.input_data import synthetic_image  # noqa: E402
 
 

@@ -6,6 +6,7 @@ from .errors import (
     InferenceFailedError,
     InvalidRequestError,
     KontextError,
+    ModelNotReadyError,
     RequestTimeoutError,
     ServerUnavailableError,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "InvalidRequestError",
     "KontextClient",
     "KontextError",
+    "ModelNotReadyError",
     "Progress",
     "RequestTimeoutError",
     "ServerUnavailableError",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import AsyncIterator, Optional, Union
 
 from .errors import KontextError
@@ -36,14 +38,13 @@ class AsyncKontextClient(ClientBase):
         else:
             self._client = self._module.InferenceServerClient(self.url, conn_timeout=timeout_s)
 
-    async def edit(self, image: ImageInput, prompt: str, *, priority: int = 0,
-                   queue_timeout_s: Optional[float] = None, **options) -> EditResult:
+    async def edit(self, image: ImageInput, prompt: str, *, time_limit_s: Optional[float] = None,
+                   **options) -> EditResult:
         """As KontextClient.edit. Cancelling the awaiting task cancels the server's work (gRPC)."""
-        return await self._infer(request_values(prompt, image, **options), priority, queue_timeout_s)
+        return await self._infer(request_values(prompt, image, **options), time_limit_s)
 
-    async def generate(self, prompt: str, *, priority: int = 0, queue_timeout_s: Optional[float] = None,
-                       **options) -> EditResult:
-        return await self._infer(request_values(prompt, None, **options), priority, queue_timeout_s)
+    async def generate(self, prompt: str, *, time_limit_s: Optional[float] = None, **options) -> EditResult:
+        return await self._infer(request_values(prompt, None, **options), time_limit_s)
 
     def stream_edit(self, image: ImageInput, prompt: str, **options) -> AsyncIterator[Union[Progress, EditResult]]:
         """As KontextClient.stream_edit, as an async iterator. Closing it cancels the server's work: wrap it in
@@ -84,13 +85,18 @@ class AsyncKontextClient(ClientBase):
         except Exception:
             return False
 
-    async def _infer(self, arrays, priority: int, queue_timeout_s: Optional[float]) -> EditResult:
-        inputs, keywords = self._infer_arguments(arrays, priority, queue_timeout_s)
-        try:
-            result = await self._client.infer(self.model_name, inputs, **keywords)
-        except Exception as exc:
-            raise translate_error(exc) from exc
-        return parse_result(result)
+    async def _infer(self, arrays, time_limit_s: Optional[float]) -> EditResult:
+        inputs, keywords = self._infer_arguments(arrays, time_limit_s)
+        started = time.monotonic()
+        while True:
+            try:
+                return parse_result(await self._client.infer(self.model_name, inputs, **keywords))
+            except Exception as exc:
+                error = translate_error(exc)
+                delay = self._retry_delay(error, started)
+                if delay is None:
+                    raise error from exc
+            await asyncio.sleep(delay)
 
     async def close(self) -> None:
         await self._client.close()

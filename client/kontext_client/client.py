@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import time
 from typing import Iterator, Optional, Union
 
 from .errors import KontextError, RequestTimeoutError
@@ -46,21 +47,19 @@ class KontextClient(ClientBase):
                 self.url, connection_timeout=min(timeout_s, 10.0), network_timeout=timeout_s
             )
 
-    def edit(self, image: ImageInput, prompt: str, *, priority: int = 0, queue_timeout_s: Optional[float] = None,
-             **options) -> EditResult:
+    def edit(self, image: ImageInput, prompt: str, *, time_limit_s: Optional[float] = None, **options) -> EditResult:
         """Edits `image` (PIL image, encoded bytes or a path) as `prompt` says.
 
         Options: seed, steps, guidance, width, height, output_format. Width and height default to
         the input's size (multiple of 16); the result has exactly the size asked for.
-        priority: 1 = high, 2 = normal, 0 = the server's default. queue_timeout_s: reject the request
-        (UNAVAILABLE) if it has not started within this time.
+        time_limit_s: the server rejects the request (UNAVAILABLE) if it is still queued after this
+        long, and stops it if it computes longer (default: this client's timeout_s).
         """
-        return self._infer(request_values(prompt, image, **options), priority, queue_timeout_s)
+        return self._infer(request_values(prompt, image, **options), time_limit_s)
 
-    def generate(self, prompt: str, *, priority: int = 0, queue_timeout_s: Optional[float] = None,
-                 **options) -> EditResult:
+    def generate(self, prompt: str, *, time_limit_s: Optional[float] = None, **options) -> EditResult:
         """Text-to-image. Options as for edit(); size defaults to 1024x1024."""
-        return self._infer(request_values(prompt, None, **options), priority, queue_timeout_s)
+        return self._infer(request_values(prompt, None, **options), time_limit_s)
 
     def stream_edit(self, image: ImageInput, prompt: str, **options) -> Iterator[Union[Progress, EditResult]]:
         """Like edit(), through the streaming model (gRPC): yields Progress events, then the EditResult.
@@ -106,13 +105,18 @@ class KontextClient(ClientBase):
         except Exception:
             return False
 
-    def _infer(self, arrays, priority: int, queue_timeout_s: Optional[float]) -> EditResult:
-        inputs, keywords = self._infer_arguments(arrays, priority, queue_timeout_s)
-        try:
-            result = self._client.infer(self.model_name, inputs, **keywords)
-        except Exception as exc:
-            raise translate_error(exc) from exc
-        return parse_result(result)
+    def _infer(self, arrays, time_limit_s: Optional[float]) -> EditResult:
+        inputs, keywords = self._infer_arguments(arrays, time_limit_s)
+        started = time.monotonic()
+        while True:
+            try:
+                return parse_result(self._client.infer(self.model_name, inputs, **keywords))
+            except Exception as exc:
+                error = translate_error(exc)
+                delay = self._retry_delay(error, started)
+                if delay is None:
+                    raise error from exc
+            time.sleep(delay)
 
     def close(self) -> None:
         self._client.close()

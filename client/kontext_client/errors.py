@@ -13,6 +13,10 @@ class ServerUnavailableError(KontextError):
     """The server could not be reached, or rejected the request because its queue is full."""
 
 
+class ModelNotReadyError(ServerUnavailableError):
+    """The model is being (re)loaded; the clients retry this for a short while by themselves."""
+
+
 class RequestTimeoutError(KontextError):
     """No answer within the client's timeout."""
 

@@ -9,6 +9,7 @@ import importlib
 import io
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -20,6 +21,7 @@ from .errors import (
     InferenceFailedError,
     InvalidRequestError,
     KontextError,
+    ModelNotReadyError,
     RequestTimeoutError,
     ServerUnavailableError,
 )
@@ -110,6 +112,8 @@ def request_values(
 
 
 DEFAULT_TIMEOUT_S = 600.0  # a full-size 1024x1024 edit takes seconds; queueing can add more
+RELOAD_WAIT_S = 60.0  # how long a request keeps retrying while the model is reloaded
+RELOAD_RETRY_S = 0.5
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 _TRANSPORTS = {
     ("grpc", False): "tritonclient.grpc",
@@ -131,14 +135,25 @@ class ClientBase:
         self.timeout_s = timeout_s
         self.model_name = model_name
 
-    def _infer_arguments(self, arrays, priority: int, queue_timeout_s: Optional[float]) -> tuple[list, dict]:
-        """Inputs and infer() keywords: outputs, client deadline (gRPC), queue priority and time limit (us)."""
-        keywords = {"outputs": [self._module.InferRequestedOutput(name) for name in OUTPUT_NAMES], "priority": priority}
+    def _infer_arguments(self, arrays, time_limit_s: Optional[float]) -> tuple[list, dict]:
+        """Inputs and infer() keywords: outputs, client deadline (gRPC) and the server-side time limit.
+
+        The time limit (Triton's per-request timeout, in us) rejects the request if it is still queued
+        when it runs out and stops its compute if it is running; it defaults to this client's own
+        timeout, so work the client has given up on does not go on holding the server."""
+        limit_s = self.timeout_s if time_limit_s is None else min(time_limit_s, self.timeout_s)
+        keywords = {"outputs": [self._module.InferRequestedOutput(name) for name in OUTPUT_NAMES],
+                    "timeout": max(1, int(limit_s * 1e6))}
         if self.protocol == "grpc":
             keywords["client_timeout"] = self.timeout_s
-        if queue_timeout_s is not None:
-            keywords["timeout"] = int(queue_timeout_s * 1e6)
         return build_inputs(self._module, arrays), keywords
+
+    def _retry_delay(self, error: KontextError, started: float) -> Optional[float]:
+        """Seconds to wait before sending again, or None to give up: only while the model reloads
+        (after its stub died, the watchdog reloads it in seconds), for at most RELOAD_WAIT_S."""
+        if isinstance(error, ModelNotReadyError) and time.monotonic() - started < min(RELOAD_WAIT_S, self.timeout_s):
+            return RELOAD_RETRY_S
+        return None
 
 
 def build_inputs(module, arrays: dict[str, np.ndarray]) -> list:
@@ -166,6 +181,9 @@ def parse_result(result) -> EditResult:
 
 _INVALID_MESSAGE = re.compile(r"^(\[request id: [^\]]*\] )?(invalid '|inference input |unexpected inference input)")
 
+# Triton's words while a model is unloaded and loaded again, or while its dead stub awaits the reload.
+_NOT_READY_MESSAGE = re.compile(r"unknown model|is not ready|stub process .* is not healthy", re.IGNORECASE)
+
 _STATUS_TO_ERROR = {
     "StatusCode.INVALID_ARGUMENT": InvalidRequestError,
     "400": InvalidRequestError,
@@ -186,6 +204,8 @@ def translate_error(exc: Exception) -> KontextError:
             return RequestTimeoutError(message)
         if "failed to connect" in message.lower() or "connection refused" in message.lower():
             return ServerUnavailableError(message)
+        if _NOT_READY_MESSAGE.search(message):
+            return ModelNotReadyError(message)
         if "exceeds maximum queue size" in message.lower() or "request timeout expired" in message.lower():
             return ServerUnavailableError(message)
         if exc.status() is None and _INVALID_MESSAGE.match(message):

@@ -1,27 +1,43 @@
-"""One real tritonserver per test module, on free loopback ports, killed in teardown."""
+"""One real tritonserver per test module, on free loopback ports, supervised as kontext-serve
+supervises it (stub watchdog included), stopped in teardown."""
 
 import contextlib
+import threading
 
 import pytest
 
-from kontext_engine.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer, free_ports
+from kontext_triton.server.process import DEFAULT_MODEL_REPOSITORY, TritonServer, free_ports
+from kontext_triton.server.supervisor import RestartPolicy, Supervisor
 
 
 @contextlib.contextmanager
-def running_server(repository, log_dir, node):
-    """A started server; its log is printed at teardown if a test of `node` failed."""
+def running_supervisor(repository, log_dir, node, **server_options):
+    """A supervisor whose server is ready; the server log is printed at teardown if a test of `node` failed."""
     http_port, grpc_port, metrics_port = free_ports(3)
     log_path = log_dir / "server.log"
-    instance = TritonServer(
-        repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, log_path=log_path
-    )
+    server = TritonServer(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                          log_path=log_path, **server_options)
+    ready = threading.Event()
+    supervisor = Supervisor(server, RestartPolicy("exit"), ready_timeout_s=300, on_ready=lambda _: ready.set())
+    thread = threading.Thread(target=supervisor.run, name="supervisor", daemon=True)
+    thread.start()
     try:
-        instance.start(timeout_s=300)
-        yield instance
+        while not ready.wait(0.2):
+            if not thread.is_alive():
+                raise RuntimeError(f"tritonserver did not start; log:\n{log_path.read_text()[-5000:]}")
+        yield supervisor
     finally:
-        instance.stop()
+        supervisor.request_stop()
+        thread.join(server.exit_timeout_s + 30)
+        server.stop()
         if getattr(node, "kontext_failed", False) and log_path.exists():
             print(f"\n----- tritonserver log ({log_path}) -----\n{log_path.read_text()[-20000:]}")
+
+
+@contextlib.contextmanager
+def running_server(repository, log_dir, node, **server_options):
+    with running_supervisor(repository, log_dir, node, **server_options) as supervisor:
+        yield supervisor.server
 
 
 @pytest.fixture(scope="module")

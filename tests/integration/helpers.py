@@ -72,3 +72,67 @@ def wait_for(condition, timeout_s=15.0, interval_s=0.1):
             return True
         time.sleep(interval_s)
     return condition()
+
+
+class ServeProcess:
+    """`kontext-serve` as an operator runs it: a subprocess on free loopback ports, output captured."""
+
+    def __init__(self, repository, log_path, *flags):
+        import subprocess
+        import sys
+        import threading
+
+        from kontext_triton.server.process import free_ports
+
+        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
+        self.http_url, self.grpc_url = f"127.0.0.1:{self.http_port}", f"127.0.0.1:{self.grpc_port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        self.repository = repository
+        self.log_path = log_path
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kontext_triton.server.cli", f"--model-repository={repository}",
+             f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
+             *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        with open(self.log_path, "w") as log:
+            for raw in self.process.stdout:
+                line = raw.decode(errors="replace")
+                self.lines.append(line)
+                log.write(line)
+                log.flush()
+
+    def ready_count(self) -> int:
+        return sum(line.startswith("tritonserver ready:") for line in self.lines)
+
+    def wait_ready(self, count=1, timeout_s=180.0):
+        if not wait_for(lambda: self.ready_count() >= count or self.process.poll() is not None, timeout_s):
+            raise TimeoutError(f"not ready ({count}) within {timeout_s} s:\n{self.output()[-4000:]}")
+        assert self.ready_count() >= count, self.output()[-4000:]
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self):
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(120)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._reader.join(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

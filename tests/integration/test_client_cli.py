@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from kontext_client import AsyncKontextClient, InvalidRequestError, KontextClient, ServerUnavailableError
-from kontext_engine.launcher import free_ports
+from kontext_triton.server.process import free_ports
 from tests.integration.helpers import png
 
 pytestmark = pytest.mark.integration

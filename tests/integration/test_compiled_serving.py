@@ -3,7 +3,7 @@ and serves the warmed size and a new one."""
 
 import pytest
 
-from kontext_engine.repository import write_repository
+from kontext_triton.server.repository import write_repository
 from tests.integration.conftest import running_server
 from tests.integration.helpers import infer, png
 

@@ -9,8 +9,8 @@ import urllib.request
 import pytest
 
 from kontext_client import KontextClient, KontextError
-from kontext_engine.launcher import DEFAULT_MODEL_REPOSITORY, TritonServer, free_ports
-from kontext_engine.repository import write_repository
+from kontext_triton.server.process import DEFAULT_MODEL_REPOSITORY, TritonServer, free_ports
+from kontext_triton.server.repository import write_repository
 from tests.integration.conftest import running_server
 
 pytestmark = pytest.mark.integration

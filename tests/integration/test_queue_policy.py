@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from kontext_client import KontextClient, ServerUnavailableError
-from kontext_engine.repository import write_repository
+from kontext_triton.server.repository import write_repository
 from tests.integration.conftest import running_server
 from tests.integration.helpers import png
 

@@ -39,11 +39,12 @@ def test_config_outputs_match_contract(model, outputs):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_config_batches_with_a_bounded_queue_and_two_priorities(model):
+def test_config_batches_with_one_bounded_queue(model):
     config = load_config(model)
     assert config.max_batch_size > 0
     assert config.dynamic_batching.default_queue_policy.max_queue_size > 0
-    assert config.dynamic_batching.priority_levels == 2
+    # Triton bounds each priority level separately and lets any client claim any level.
+    assert config.dynamic_batching.priority_levels == 0
 
 
 def test_both_models_share_batching_and_settings():
@@ -68,9 +69,11 @@ def test_client_sends_only_given_options_with_contract_dtypes():
     assert arrays["seed"].dtype.name == "int64" and arrays["guidance"].dtype.name == "float32"
 
 
-def test_config_parameters_are_engine_settings():
+def test_config_parameters_are_serving_options_or_engine_settings():
     from kontext_engine.settings import EngineSettings
+    from kontext_triton.parameters import SERVING_PARAMETERS, split_parameters
 
-    parameters = {key: value.string_value for key, value in load_config().parameters.items()}
-    assert EngineSettings.from_parameters(parameters) == EngineSettings()  # every key known, defaults documented
-    assert set(parameters) == set(EngineSettings().__dict__)
+    serving, engine = split_parameters({key: value.string_value for key, value in load_config().parameters.items()})
+    assert serving == SERVING_PARAMETERS  # the documented defaults
+    assert EngineSettings.from_parameters(engine) == EngineSettings()  # every key known, defaults documented
+    assert set(engine) == set(EngineSettings().__dict__)

@@ -2,11 +2,11 @@
 
 import pytest
 
-from kontext_engine.launcher import refuse_numpy_2
+from kontext_triton.server.install import TritonNotFound, refuse_numpy_2
 
 
 def test_numpy_2_is_refused_with_the_fix_named():
-    with pytest.raises(SystemExit, match=r"numpy 2\.1\.0 .*numpy<2"):
+    with pytest.raises(TritonNotFound, match=r"numpy 2\.1\.0 .*numpy<2"):
         refuse_numpy_2("2.1.0")
 
 

@@ -77,6 +77,7 @@ def test_explicit_values_are_kept():
         ("guidance", {"guidance": -1.0}),
         ("seed", {"seed": -1}),
         ("output_format", {"output_format": b"gif"}),
+        ("output_format", {"output_format": b""}),
     ],
 )
 def test_bad_field_is_named(field, values):

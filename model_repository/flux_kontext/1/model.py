@@ -1,16 +1,31 @@
-"""flux_kontext: unary image edits (gRPC, HTTP, perf_analyzer). Logic lives in kontext_engine."""
+"""flux_kontext: unary image edits (gRPC, HTTP, perf_analyzer). Logic lives in kontext_engine.
+
+Responses go through each request's response sender (allowed for non-decoupled models), so every
+request is answered as soon as its own outcome is known, not when the whole execute() ends.
+"""
+
+import triton_python_backend_utils as pb_utils
 
 from kontext_triton.metrics import KontextMetrics
-from kontext_triton.serving import free_device_memory, load_engine, serve
+from kontext_triton.serving import free_device_memory, load_engine, serve, serving_options
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        self.request_timeout_s = float(serving_options(args)["request_timeout_s"])
         self.engine = load_engine(args)
         self.metrics = KontextMetrics(args["model_name"])
 
     def execute(self, requests):
-        return serve(self.engine, self.metrics, requests)
+        senders = [request.get_response_sender() for request in requests]
+
+        def respond(position, response):
+            senders[position].send(response, flags=FINAL)
+
+        serve(self.engine, self.metrics, requests, respond, self.request_timeout_s)
+        return None
 
     def finalize(self):
         device, self.engine = self.engine.device, None

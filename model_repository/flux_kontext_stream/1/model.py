@@ -7,7 +7,7 @@ import triton_python_backend_utils as pb_utils
 
 from kontext_engine import contract
 from kontext_triton.metrics import KontextMetrics
-from kontext_triton.serving import free_device_memory, load_engine, serve
+from kontext_triton.serving import free_device_memory, load_engine, serve, serving_options
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -18,6 +18,7 @@ def _event(payload: dict) -> "pb_utils.Tensor":
 
 class TritonPythonModel:
     def initialize(self, args):
+        self.request_timeout_s = float(serving_options(args)["request_timeout_s"])
         self.engine = load_engine(args)
         self.metrics = KontextMetrics(args["model_name"])
 
@@ -32,12 +33,14 @@ class TritonPythonModel:
                          "elapsed_s": round(elapsed_s, 3), "eta_s": round(eta_s, 3)}
                 sender.send(pb_utils.InferenceResponse(output_tensors=[_event(event)]))
 
-        for sender, response in zip(senders, serve(self.engine, self.metrics, requests, on_progress)):
+        def respond(position, response):
             if not response.has_error():
                 response = pb_utils.InferenceResponse(
                     output_tensors=[_event({"type": "result"}), *response.output_tensors()]
                 )
-            sender.send(response, flags=FINAL)
+            senders[position].send(response, flags=FINAL)
+
+        serve(self.engine, self.metrics, requests, respond, self.request_timeout_s, on_progress)
         return None
 
     def finalize(self):

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 from google.protobuf import text_format
 
-from .launcher import DEFAULT_MODEL_REPOSITORY
+from .process import DEFAULT_MODEL_REPOSITORY
 
 
 def write_repository(

@@ -1,0 +1,118 @@
+"""Reloads a model whose Python backend stub died, and only such a model.
+
+Triton 2.51 keeps reporting a model ready after its stub process died, fails every request with
+"Stub process ... is not healthy", and never restarts the stub (triton-inference-server/server#8604;
+fixed in 2.65). Every second this thread compares each model's stub processes with those it saw last.
+A stub that vanished is a death only if, after a grace period, no new stub took its place (a load
+through the repository API, by an operator or Model Analyzer, replaces stubs) and Triton still lists the
+model READY (an unload leaves it UNAVAILABLE). A dead stub's model is reloaded with the configuration
+it was serving, so an operator's override survives the reload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+from .process import TritonServer, http_ok
+
+log = logging.getLogger("kontext-serve")
+
+
+def stub_processes(repository: Path) -> dict[str, set[int]]:
+    """Live Python backend stub pids per model of `repository`, read from /proc."""
+    repository = repository.resolve()
+    found: dict[str, set[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub"):
+            model_py = Path(argv[1].decode(errors="replace"))  # <repository>/<model>/<version>/model.py
+            if model_py.parent.parent.parent == repository:
+                found.setdefault(model_py.parent.parent.name, set()).add(int(entry.name))
+    return found
+
+
+class StubWatchdog(threading.Thread):
+    def __init__(self, server: TritonServer, interval_s: float = 1.0, grace_s: float = 3.0):
+        super().__init__(name="stub-watchdog", daemon=True)
+        self.server = server
+        self.interval_s = interval_s
+        self.grace_s = grace_s
+        self.reloads: list[str] = []
+        self._stopping = threading.Event()
+
+    def stubs(self) -> dict[str, set[int]]:
+        return stub_processes(Path(self.server.model_repository))
+
+    def run(self) -> None:
+        known = self.stubs()
+        while not self._stopping.wait(self.interval_s):
+            if not self.server.running():
+                return  # the server itself is gone: its stubs went with it
+            current = self.stubs()
+            for model, pids in known.items():
+                if pids - current.get(model, set()) and self._died(model, pids):
+                    log.warning("a stub of model %s died; reloading it", model)
+                    self.reload(model)
+            known = self.stubs()
+
+    def _died(self, model: str, seen: set[int]) -> bool:
+        """A stub of `model` vanished: was it a death, rather than a reload or unload?"""
+        if self._stopping.wait(self.grace_s) or not self._server_live():
+            return False
+        if self.stubs().get(model, set()) - seen:
+            return False  # replaced by a load through the repository API
+        return self._state(model) == "READY"
+
+    def _state(self, model: str) -> Optional[str]:
+        index = self._post("repository/index", timeout_s=10)
+        return next((entry.get("state") for entry in index if entry.get("name") == model), None)
+
+    def reload(self, model: str) -> None:
+        """Unload, then load with the configuration it was serving (a plain load of an unchanged,
+        loaded model is a no-op in Triton, and would drop an operator's override)."""
+        try:
+            config = self._get(f"models/{model}/config")
+            self._post(f"repository/models/{model}/unload")
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and http_ok(f"{self._base}/models/{model}/ready", timeout_s=5):
+                time.sleep(0.2)
+            self._post(f"repository/models/{model}/load", {"parameters": {"config": json.dumps(config)}})
+            self.reloads.append(model)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log.error("reloading %s failed: %s", model, exc)
+
+    @property
+    def _base(self) -> str:
+        return f"http://{self.server.http_url}/v2"
+
+    def _server_live(self) -> bool:
+        """False while the server shuts down (its stubs exit then too) or once watching stopped."""
+        return (self.server.running() and not self._stopping.is_set()
+                and http_ok(f"{self._base}/health/live", 5))
+
+    def _get(self, path: str):
+        request = urllib.request.Request(f"{self._base}/{path}", headers=self.server.admin_headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    def _post(self, path: str, body: Optional[dict] = None, timeout_s: float = 1800):
+        request = urllib.request.Request(f"{self._base}/{path}", data=json.dumps(body or {}).encode(),
+                                         headers=self.server.admin_headers, method="POST")
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def stop(self) -> None:
+        self._stopping.set()
