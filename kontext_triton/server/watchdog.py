@@ -56,23 +56,31 @@ class StubWatchdog(threading.Thread):
         return stub_processes(Path(self.server.model_repository))
 
     def run(self) -> None:
-        known = self.stubs()
-        while not self._stopping.wait(self.interval_s):
-            if not self.server.running():
-                return  # the server itself is gone: its stubs went with it
+        first_seen: dict[int, int] = {}  # stub pid -> the poll that first saw it
+        known: dict[str, set[int]] = {}
+        poll = 0
+        while True:
             current = self.stubs()
+            for pid in set().union(*current.values()) - first_seen.keys():
+                first_seen[pid] = poll
             for model, pids in known.items():
-                if pids - current.get(model, set()) and self._died(model, pids):
-                    log.warning("a stub of model %s died; reloading it", model)
-                    self.reload(model)
+                for vanished in pids - current.get(model, set()):
+                    if self._died(model, first_seen[vanished], first_seen):
+                        log.warning("a stub of model %s died; reloading it", model)
+                        self.reload(model)
+                        break
             known = self.stubs()
+            poll += 1
+            if self._stopping.wait(self.interval_s) or not self.server.running():
+                return  # stopped, or the server itself is gone (its stubs went with it)
 
-    def _died(self, model: str, seen: set[int]) -> bool:
-        """A stub of `model` vanished: was it a death, rather than a reload or unload?"""
+    def _died(self, model: str, vanished_seen: int, first_seen: dict[int, int]) -> bool:
+        """A stub of `model` vanished: was it a death, rather than a reload or an unload?"""
         if self._stopping.wait(self.grace_s) or not self._server_live():
             return False
-        if self.stubs().get(model, set()) - seen:
-            return False  # replaced by a load through the repository API
+        live = self.stubs().get(model, set())
+        if any(first_seen.get(pid, vanished_seen + 1) > vanished_seen for pid in live):
+            return False  # a newer stub took its place: a load through the repository API
         return self._state(model) == "READY"
 
     def _state(self, model: str) -> Optional[str]:

@@ -11,14 +11,15 @@ from kontext_triton.server.supervisor import RestartPolicy, Supervisor
 
 
 @contextlib.contextmanager
-def running_supervisor(repository, log_dir, node, **server_options):
+def running_supervisor(repository, log_dir, node, watchdog=True, **server_options):
     """A supervisor whose server is ready; the server log is printed at teardown if a test of `node` failed."""
     http_port, grpc_port, metrics_port = free_ports(3)
     log_path = log_dir / "server.log"
     server = TritonServer(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                           log_path=log_path, **server_options)
     ready = threading.Event()
-    supervisor = Supervisor(server, RestartPolicy("exit"), ready_timeout_s=300, on_ready=lambda _: ready.set())
+    supervisor = Supervisor(server, RestartPolicy("exit"), ready_timeout_s=300, watchdog=watchdog,
+                            on_ready=lambda _: ready.set())
     thread = threading.Thread(target=supervisor.run, name="supervisor", daemon=True)
     thread.start()
     try:

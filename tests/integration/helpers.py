@@ -20,9 +20,11 @@ def client_for(server, protocol):
     return httpclient, httpclient.InferenceServerClient(server.http_url, network_timeout=120)
 
 
-def infer(server, protocol="grpc", dtypes=None, **values):
-    """Sends one request with the given fields; `dtypes` overrides a field's wire dtype."""
-    module, client = client_for(server, protocol)
+def infer(server, protocol="grpc", dtypes=None, client=None, infer_options=None, **values):
+    """Sends one request with the given fields; `dtypes` overrides a field's wire dtype, `client` the
+    tritonclient client, `infer_options` adds keywords of infer() (priority, timeout, ...)."""
+    module, default_client = client_for(server, protocol)
+    client = client or default_client
     dtypes = {**DTYPES, **(dtypes or {})}
     inputs = []
     for name, value in values.items():
@@ -31,7 +33,7 @@ def infer(server, protocol="grpc", dtypes=None, **values):
         infer_input.set_data_from_numpy(array)
         inputs.append(infer_input)
     outputs = [module.InferRequestedOutput("output_image"), module.InferRequestedOutput("metadata")]
-    result = client.infer(MODEL, inputs, outputs=outputs)
+    result = client.infer(MODEL, inputs, outputs=outputs, **(infer_options or {}))
     image = Image.open(io.BytesIO(result.as_numpy("output_image").reshape(-1)[0]))
     return image, json.loads(result.as_numpy("metadata").reshape(-1)[0])
 

@@ -1,7 +1,9 @@
 """Start-up failures fail fast with a clear line; a dead backend stub is noticed and service returns."""
 
+import json
 import os
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -11,7 +13,9 @@ import pytest
 from kontext_client import KontextClient, KontextError
 from kontext_triton.server.process import DEFAULT_MODEL_REPOSITORY, TritonServer, free_ports
 from kontext_triton.server.repository import write_repository
-from tests.integration.conftest import running_server
+from kontext_triton.server.watchdog import stub_processes
+from tests.integration.conftest import running_supervisor
+from tests.integration.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,25 +62,81 @@ def model_ready(server) -> bool:
 
 
 def test_a_killed_stub_is_reported_not_ready_then_reloaded(tmp_path_factory, request):
-    with running_server(DEFAULT_MODEL_REPOSITORY, tmp_path_factory.mktemp("fault"), request.node) as server:
+    with running_supervisor(DEFAULT_MODEL_REPOSITORY, tmp_path_factory.mktemp("fault"), request.node) as supervisor:
+        server = supervisor.server
         with KontextClient(server.grpc_url) as client:
             client.generate("x", width=64, height=64, steps=1)
-            (stub,) = server.watchdog.stubs()["flux_kontext"]
+            (stub,) = stub_processes(server.model_repository)["flux_kontext"]
             killed = time.monotonic()
             os.kill(stub, signal.SIGKILL)
-            readiness, errors, recovered = [], [], None
-            while time.monotonic() - killed < 120 and recovered is None:
+            readiness = []
+            while time.monotonic() - killed < 120 and not supervisor.watchdog.reloads:
                 readiness.append(model_ready(server))
-                try:
-                    client.generate("x", width=64, height=64, steps=1)
-                    recovered = time.monotonic() - killed
-                except KontextError as exc:
-                    errors.append(str(exc))
-                    time.sleep(0.1)
-        print(f"\nfault run: stub {stub} killed; {len(errors)} failed requests "
-              f"(first: {errors[0] if errors else '-'}); not-ready observations {readiness.count(False)}; "
-              f"service back after {recovered:.1f} s; reloads {server.watchdog.reloads}")
-        assert recovered is not None and recovered < 120
-        assert server.watchdog.reloads == ["flux_kontext"]
+                time.sleep(0.1)
+            # The client rides through the reload by itself (it retries "not ready" for a while).
+            client.generate("x", width=64, height=64, steps=1)
+            recovered = time.monotonic() - killed
+        print(f"\nfault run: stub {stub} killed; not-ready observations {readiness.count(False)}; "
+              f"service back after {recovered:.1f} s; reloads {supervisor.watchdog.reloads}")
+        assert recovered < 120
+        assert supervisor.watchdog.reloads == ["flux_kontext"]
         assert False in readiness  # readiness reflected the broken instance while it was reloaded
         assert model_ready(server)
+
+
+def admin_post(server, path, body):
+    request = urllib.request.Request(f"http://{server.http_url}/v2/{path}", data=json.dumps(body).encode(),
+                                     headers=server.admin_headers, method="POST")
+    urllib.request.urlopen(request, timeout=120).close()
+
+
+def served_config(server) -> dict:
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/flux_kontext/config", timeout=10) as r:
+        return json.load(r)
+
+
+def test_an_operators_config_load_is_left_alone(tmp_path, request):
+    """Model Analyzer's remote mode and operators load configs through the repository API: that replaces
+    the stub, and the watchdog must not take it for a death and revert it."""
+    repository = write_repository(tmp_path / "model_repository", models=("flux_kontext",))
+    with running_supervisor(repository, tmp_path, request.node) as supervisor:
+        server = supervisor.server
+        config = served_config(server)
+        config["parameters"]["request_timeout_s"] = {"string_value": "123"}
+        admin_post(server, "repository/models/flux_kontext/load", {"parameters": {"config": json.dumps(config)}})
+        time.sleep(supervisor.watchdog.grace_s + 5)
+        assert served_config(server)["parameters"]["request_timeout_s"]["string_value"] == "123"
+        assert supervisor.watchdog.reloads == []
+        # A stub that then dies is reloaded with the operator's configuration, not the file's.
+        (stub,) = stub_processes(repository)["flux_kontext"]
+        os.kill(stub, signal.SIGKILL)
+        assert wait_for(lambda: supervisor.watchdog.reloads == ["flux_kontext"] and model_ready(server), 120)
+        assert served_config(server)["parameters"]["request_timeout_s"]["string_value"] == "123"
+        # An operator's unload is not a death either.
+        admin_post(server, "repository/models/flux_kontext/unload", {})
+        time.sleep(supervisor.watchdog.grace_s + 3)
+        assert not model_ready(server) and supervisor.watchdog.reloads == ["flux_kontext"]
+
+
+def test_the_watchdog_can_be_switched_off(tmp_path, request):
+    repository = write_repository(tmp_path / "model_repository", models=("flux_kontext",))
+    with running_supervisor(repository, tmp_path, request.node, watchdog=False) as supervisor:
+        (stub,) = stub_processes(repository)["flux_kontext"]
+        os.kill(stub, signal.SIGKILL)
+        time.sleep(6)
+        assert supervisor.watchdog is None and "flux_kontext" not in stub_processes(repository)
+
+
+def test_a_request_during_a_reload_is_served_once_the_model_is_back(tmp_path, request):
+    """During a reload Triton answers "unknown model"; the client retries for a while instead of failing."""
+    repository = write_repository(tmp_path / "model_repository", models=("flux_kontext",))
+    with running_supervisor(repository, tmp_path, request.node) as supervisor:
+        server = supervisor.server
+        admin_post(server, "repository/models/flux_kontext/unload", {})
+        assert wait_for(lambda: not model_ready(server), 30)
+        timer = threading.Timer(2.0, admin_post, (server, "repository/models/flux_kontext/load", {}))
+        timer.start()
+        with KontextClient(server.grpc_url) as client:
+            result = client.generate("x", width=64, height=64, steps=1)
+        timer.join()
+        assert result.image.size == (64, 64)

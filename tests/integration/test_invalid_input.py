@@ -10,6 +10,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from tests.integration.helpers import infer, png
+from tests.unit.test_image_metadata_fuzz import png_with_chunk
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +41,7 @@ BAD_REQUESTS = {
     "NaN guidance": ("guidance", {"prompt": b"x", "guidance": math.nan}),
     "negative seed": ("seed", {"prompt": b"x", "seed": -5}),
     "unknown format": ("output_format", {"prompt": b"x", "output_format": b"bmp"}),
+    "empty format": ("output_format", {"prompt": b"x", "output_format": b""}),
 }
 
 
@@ -84,3 +86,20 @@ def test_server_still_serves_after_bad_input(server):
             infer(server, **{"steps": 1, **values})
     image, _ = infer(server, prompt=b"x", image=png(), width=64, height=64, steps=1)
     assert image.size == (64, 64)
+
+
+def test_a_broken_exif_block_neither_fails_its_batch_nor_its_own_request(server):
+    """Reproduced: a PNG eXIf chunk of GARBAGEGARBAGE raised SyntaxError outside the decode guard, so every
+    request batched with it got INTERNAL with a traceback. Now its pixels are used and EXIF ignored."""
+    broken = png_with_chunk(b"eXIf", b"GARBAGEGARBAGE", size=(96, 64))
+
+    def send(i):
+        image = broken if i % 2 else png()
+        _, meta = infer(server, prompt=b"x", image=image, seed=i, steps=3)
+        return meta["seed"], meta["batch_size"]
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(send, range(8)))
+    assert [seed for seed, _ in outcomes] == list(range(8))
+    assert max(batch for _, batch in outcomes) > 1  # they did share batches
+

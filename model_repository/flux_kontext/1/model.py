@@ -1,7 +1,9 @@
 """flux_kontext: unary image edits (gRPC, HTTP, perf_analyzer). Logic lives in kontext_engine.
 
-Responses go through each request's response sender (allowed for non-decoupled models), so every
-request is answered as soon as its own outcome is known, not when the whole execute() ends.
+Responses go through each request's response sender, as in the streaming twin (allowed for
+non-decoupled models). Triton 2.51 still delivers a non-decoupled model's responses when execute()
+returns (measured: an invalid request batched with a slow one was answered 5 ms before it); the
+decoupled flux_kontext_stream answers each request the moment its outcome is known.
 """
 
 import triton_python_backend_utils as pb_utils
