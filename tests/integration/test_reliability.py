@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from kontext_client import InvalidRequestError, KontextClient, RequestTimeoutError
+from kontext_client import InvalidRequestError, KontextClient, RequestTimeoutError, ServerUnavailableError
+from kontext_triton.server.watchdog import stub_processes
 from tests.integration.helpers import infer, png
 
 pytestmark = pytest.mark.integration
 
 
 def stub_rss_mib(server, model="flux_kontext") -> float:
-    (pid,) = server.watchdog.stubs()[model]
+    (pid,) = stub_processes(server.model_repository)[model]
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -28,31 +29,48 @@ def stub_rss_mib(server, model="flux_kontext") -> float:
 
 
 def test_mixed_load_valid_invalid_and_cancelled(server):
-    requests, workers, deadline_s = 64, 8, 240
+    """32 clients, 96 requests: 5/8 valid, 2/8 invalid, 1/8 abandoned by a 0.3 s client timeout. A full
+    queue answers UNAVAILABLE at once and the client sends again after 0.2 s; in the end every request
+    gets its own right answer, none hangs, none is INTERNAL."""
+    requests, workers, deadline_s = 96, 32, 300
     rng = random.Random(7)
+    sizes = [rng.choice([64, 96, 128]) for _ in range(requests)]
+
+    rejections = []
 
     def one(i):
-        kind = ("valid",) * 5 + ("invalid",) * 2 + ("cancel",)
-        kind = kind[i % 8]
-        size = rng.choice([64, 96, 128])
-        if kind == "valid":
-            with KontextClient(server.grpc_url) as client:
-                result = client.edit(png(size, size), "make it snowy", width=size, height=size, steps=3, seed=i)
-            assert result.image.size == (size, size) and result.metadata["seed"] == i
-            return kind
-        if kind == "invalid":
-            with KontextClient(server.grpc_url) as client:
-                try:
+        while True:
+            outcome = attempt(i)
+            if outcome != "rejected":
+                return outcome
+            rejections.append(i)
+            time.sleep(0.2)
+
+    def attempt(i):
+        kind = (("valid",) * 5 + ("invalid",) * 2 + ("cancel",))[i % 8]
+        size = sizes[i]
+        try:
+            if kind == "valid":
+                with KontextClient(server.grpc_url) as client:
+                    result = client.edit(png(size, size), "make it snowy", width=size, height=size, steps=3, seed=i)
+                assert result.image.size == (size, size) and result.metadata["seed"] == i
+                return "ok"
+            if kind == "invalid":
+                with KontextClient(server.grpc_url) as client:
                     client.edit(b"not an image" * i, "x", steps=3)
-                except InvalidRequestError:
-                    return kind
-            raise AssertionError("an invalid request succeeded")
-        with KontextClient(server.grpc_url, timeout_s=0.3) as client:
-            try:
+                raise AssertionError("an invalid request succeeded")
+            with KontextClient(server.grpc_url, timeout_s=0.3) as client:
                 client.edit(png(512, 512), "x", width=512, height=512, steps=30)
-            except RequestTimeoutError:
-                return kind
-        return "cancel-too-late"  # finished within the timeout: allowed, but counted
+            return "cancel-too-late"  # finished within the timeout: allowed, but counted
+        except InvalidRequestError:
+            assert kind == "invalid"
+            return "INVALID_ARG"
+        except RequestTimeoutError:
+            assert kind == "cancel"
+            return "cancelled"
+        except ServerUnavailableError as exc:
+            assert "exceeds maximum queue size" in str(exc).lower()
+            return "rejected"
 
     with KontextClient(server.grpc_url) as client:
         client.edit(png(64, 64), "warm-up", width=64, height=64, steps=1)
@@ -63,12 +81,12 @@ def test_mixed_load_valid_invalid_and_cancelled(server):
         done, pending = wait(futures, timeout=deadline_s)
     elapsed = time.monotonic() - started
     assert not pending, f"{len(pending)} requests hung"
-    outcomes = [f.result() for f in futures]  # re-raises any unexpected failure
+    outcomes = [f.result() for f in futures]  # re-raises any unexpected failure (INTERNAL included)
     rss_after = stub_rss_mib(server)
     counts = {k: outcomes.count(k) for k in sorted(set(outcomes))}
     print(f"\nload run: {requests} requests, {workers} concurrent clients, {elapsed:.1f} s, outcomes {counts}, "
-          f"stub RSS {rss_before:.0f} -> {rss_after:.0f} MiB")
-    assert counts["valid"] == 40 and counts["invalid"] == 16
+          f"{len(rejections)} queue-full rejections sent again, hung 0, stub RSS {rss_before:.0f} -> {rss_after:.0f} MiB")
+    assert counts["ok"] == 60 and counts["INVALID_ARG"] == 24
     assert rss_after - rss_before < 300  # bounded: no per-request leak of images or pipelines
     with KontextClient(server.grpc_url) as client:  # still serving
         assert client.generate("x", width=64, height=64, steps=1).image.size == (64, 64)
