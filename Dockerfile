@@ -25,6 +25,15 @@ ENV KONTEXT_CACHE_DIR=/cache \
     KONTEXT_SETTING_COMPILE_VAE=true \
     KONTEXT_SETTING_VAE_CHANNELS_LAST=true \
     KONTEXT_SETTING_WARMUP_SHAPES=1024x1024:edit
+# Not root: the server and the models run as this user, which owns the cache directory.
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin kontext \
+ && mkdir -p /cache && chown kontext /cache
+USER 10001
+# When tritonserver dies, exit non-zero (after reaping its stubs) and let the orchestrator restart the
+# container, rather than restarting it inside.
+ENV KONTEXT_ON_SERVER_EXIT=exit
+# Clients need 8000 (HTTP) and 8001 (gRPC) for inference; 8002 (metrics) is for the scraper only.
+# Model control (load/unload) needs the key in KONTEXT_ADMIN_KEY_FILE, e.g. a mounted Secret.
 EXPOSE 8000 8001 8002
 # In a container the server must listen on all interfaces; the pod network bounds who reaches it.
 ENTRYPOINT ["kontext-serve", "--host", "0.0.0.0", "--model-repository", "/opt/kontext/model_repository", "--model", "flux_kontext"]

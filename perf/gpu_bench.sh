@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One benchmark on a lent GPU machine (see perf/NOTES.md). Carry .whl/ (diffusers, para-attn, torchao,
+# One benchmark on a GPU host without network access (see perf/NOTES.md). Carry .whl/ (diffusers, para-attn, torchao,
 # importlib_metadata, zipp) with the call.
 #   bash perf/gpu_bench.sh <bench_inprocess.py arguments...>   writes $OUT/$BENCH_NAME.json and .log
 #   bash perf/gpu_bench.sh cold <cold_start.py arguments...>    writes $OUT/$BENCH_NAME.json and .log

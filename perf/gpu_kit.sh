@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Packs what a lent GPU machine (Python 3.12, no network) needs to run tritonserver and perf_analyzer,
+# Packs what a GPU host without network access (Python 3.12, no network) needs to run tritonserver and perf_analyzer,
 # taken from this checkout's .venv, into .gpu-kit/triton-kit.tar.xz (about 30 MB; the two wheels
-# together are 69 MB, over one call's 64 MiB). Unpacked by perf/gpu_setup.sh.
+# together are 69 MB, too large to copy in comfortably). Unpacked by perf/gpu_setup.sh.
 #   pytriton/tritonserver/{bin,backends}, the Python 3.12 backend stub, nvidia_pytriton.libs (less the
 #   unused libpython3.13), a stand-in pytriton/__init__.py (the real one imports pytriton's client
 #   and its dependencies; the launcher only needs the package's location), the tritonclient Python

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tritonserver + the model + perf_analyzer on a lent GPU machine (see perf/NOTES.md). Carry .whl/ and
+# tritonserver + the model + perf_analyzer on a GPU host without network access (see perf/NOTES.md). Carry .whl/ and
 # .gpu-kit/ (bash perf/gpu_kit.sh) with the call.
 #   bash perf/gpu_serve.sh <serve_and_sweep.py arguments...>
 # Appends to $OUT/serve.log and packs every result file it wrote into $OUT/<name>.tar.gz.

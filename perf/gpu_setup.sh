@@ -1,4 +1,4 @@
-# Sourced by perf/gpu_bench.sh and perf/gpu_serve.sh on a lent GPU machine (Python 3.12, no network):
+# Sourced by perf/gpu_bench.sh and perf/gpu_serve.sh on a GPU host without network access (Python 3.12, no network):
 # installs the carried wheels (.whl/), the tritonserver + perf_analyzer kit when carried (.gpu-kit/,
 # built by perf/gpu_kit.sh) and a .pth for this checkout into python3's own site-packages. Not
 # PYTHONPATH: the Triton Python backend stub ignores the environment and imports from the
