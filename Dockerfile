@@ -12,19 +12,16 @@ COPY kontext_engine kontext_engine
 COPY kontext_triton kontext_triton
 COPY client client
 COPY model_repository model_repository
-# pip 25.0.1: newer pip refuses para-attn's sdist (see scripts/bootstrap.sh).
-RUN python3 -m pip install --no-cache-dir "pip==25.0.1" \
- && python3 -m pip install --no-cache-dir ".[cache]" ./client
+# para-attn (the "cache" extra) goes through uv: pip refuses it (see pyproject.toml).
+RUN python3 -m pip install --no-cache-dir ".[dev]" ./client \
+ && uv pip install --system --no-deps "para-attn==0.3.38"
 
 # Compile artifacts and the tiny model live here: mount a volume to keep cold starts fast.
-# KONTEXT_SETTING_FP8=true adds 1.30x on an H100 (perf/NOTES.md, run F); its image quality on real
+# gpu-bf16: fused QKV, regional compile, compiled NHWC VAE, 1024x1024 edit warmed up (kontext_engine/profiles.py).
+# KONTEXT_SETTING_PROFILE=gpu-fp8 adds 1.30x on an H100 (perf/NOTES.md, run F); its image quality on real
 # weights is not measured yet, so it stays opt-in.
 ENV KONTEXT_CACHE_DIR=/cache \
-    KONTEXT_SETTING_FUSE_QKV=true \
-    KONTEXT_SETTING_COMPILE=regional \
-    KONTEXT_SETTING_COMPILE_VAE=true \
-    KONTEXT_SETTING_VAE_CHANNELS_LAST=true \
-    KONTEXT_SETTING_WARMUP_SHAPES=1024x1024:edit
+    KONTEXT_SETTING_PROFILE=gpu-bf16
 # Not root: the server and the models run as this user, which owns the cache directory.
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin kontext \
  && mkdir -p /cache && chown kontext /cache

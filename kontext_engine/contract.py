@@ -28,12 +28,15 @@ GUIDANCE = TensorSpec("guidance", "FP32", True, "distilled guidance scale")
 WIDTH = TensorSpec("width", "INT32", True, "output width in pixels, a multiple of 16")
 HEIGHT = TensorSpec("height", "INT32", True, "output height in pixels, a multiple of 16")
 OUTPUT_FORMAT = TensorSpec("output_format", "BYTES", True, "png, jpeg or webp")
+CACHE_THRESHOLD = TensorSpec("cache_threshold", "FP32", True,
+                             "First Block Cache threshold: 0 = exact, larger = faster; absent = the server's default")
 
-INPUTS = (PROMPT, IMAGE, SEED, STEPS, GUIDANCE, WIDTH, HEIGHT, OUTPUT_FORMAT)
+INPUTS = (PROMPT, IMAGE, SEED, STEPS, GUIDANCE, WIDTH, HEIGHT, OUTPUT_FORMAT, CACHE_THRESHOLD)
 
 # Outputs
 OUTPUT_IMAGE = TensorSpec("output_image", "BYTES", False, "the encoded result image")
-METADATA = TensorSpec("metadata", "BYTES", False, "JSON: seed, size, steps, guidance, timings")
+METADATA = TensorSpec("metadata", "BYTES", False,
+                      "JSON: seed, size, steps, guidance, cache_threshold, steps_computed, steps_skipped, timings")
 
 OUTPUTS = (OUTPUT_IMAGE, METADATA)
 
@@ -62,6 +65,8 @@ MAX_SEED = 2**63 - 1
 MAX_PROMPT_BYTES = 4096
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 MAX_INPUT_PIXELS = 4096 * 4096  # checked from the header, before any pixel is decoded
+MIN_CACHE_THRESHOLD = 0.0
+MAX_CACHE_THRESHOLD = 0.5  # past ~0.3 nearly every step after the first is skipped
 OUTPUT_FORMATS = ("png", "jpeg", "webp")  # case-insensitive
 OUTPUT_FORMAT_ALIASES = {"jpg": "jpeg"}
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP")  # PIL format names accepted for `image`

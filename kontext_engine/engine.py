@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -24,7 +25,7 @@ from .optimizations import (
     save_compile_artifacts,
     validate,
 )
-from .schema import EditRequest
+from .parsing import EditRequest
 from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ StepCallback = Callable[[Sequence[int], int, int], None]
 # Whether the request at this index of the run() list was cancelled by its client.
 CancelCheck = Callable[[int], bool]
 # Called once per request, as soon as its batch ended, with (its index in the run() list, outcome).
-DoneCallback = Callable[[int, "Union[EditResult, Exception]"], None]
+DoneCallback = Callable[[int, "Union[EngineResult, Exception]"], None]
 
 
 class Cancelled(Exception):
@@ -43,7 +44,9 @@ class Cancelled(Exception):
 
 
 @dataclass
-class EditResult:
+class EngineResult:
+    """One request's outcome: the encoded image (bytes, as the client receives them) and its metadata."""
+
     image: bytes
     metadata: dict = field(default_factory=dict)
 
@@ -117,7 +120,7 @@ class KontextEngine:
         on_step: Optional[StepCallback] = None,
         is_cancelled: Optional[CancelCheck] = None,
         on_done: Optional[DoneCallback] = None,
-    ) -> list[Union[EditResult, Exception]]:
+    ) -> list[Union[EngineResult, Exception]]:
         """Runs every request; compatible ones share a pipeline call.
 
         Returns one entry per request, in order: its result, or the exception that ended its batch
@@ -125,7 +128,8 @@ class KontextEngine:
         A batch stops within one step once every one of its requests is cancelled; a batch with some
         live requests runs on for them.
         """
-        outcomes: list[Union[EditResult, Exception]] = [None] * len(requests)  # type: ignore[list-item]
+        outcomes: list[Union[EngineResult, Exception]] = [None] * len(requests)  # type: ignore[list-item]
+        requests = [self._with_defaults(r) for r in requests]
         for group in group_compatible(requests, lambda r: r.batch_key, self.max_batch_size):
             batch = [requests[i] for i in group]
             step = None if on_step is None else functools.partial(on_step, group)
@@ -149,7 +153,7 @@ class KontextEngine:
         batch: Sequence[EditRequest],
         on_step: Optional[Callable[[int, int], None]] = None,
         should_stop: Optional[Callable[[], bool]] = None,
-    ) -> list[EditResult]:
+    ) -> list[EngineResult]:
         """One pipeline call for requests that share size, steps, guidance and image presence.
 
         on_step(done, total) runs after every step; should_stop() is asked before the call and after
@@ -169,7 +173,8 @@ class KontextEngine:
             return callback_kwargs
 
         started = time.perf_counter()
-        with self._cache_context() as cache:
+        threshold = self._with_defaults(first).cache_threshold
+        with self._cache_context(threshold) as cache:
             output = self.pipeline(
                 image=[r.image for r in batch] if first.image is not None else None,
                 prompt=[r.prompt for r in batch],
@@ -191,7 +196,7 @@ class KontextEngine:
             encode_started = time.perf_counter()
             encoded = encode_image(image, request.output_format)
             results.append(
-                EditResult(
+                EngineResult(
                     image=encoded,
                     metadata={
                         "seed": request.seed,
@@ -202,7 +207,9 @@ class KontextEngine:
                         "output_format": request.output_format,
                         "mode": "edit" if request.image is not None else "text-to-image",
                         "batch_size": len(batch),
+                        "cache_threshold": threshold,
                         "steps_computed": steps_computed,
+                        "steps_skipped": request.steps - steps_computed,
                         "timings_ms": {
                             "pipeline": round(pipeline_s * 1e3, 2),
                             "encode": round((time.perf_counter() - encode_started) * 1e3, 2),
@@ -212,12 +219,20 @@ class KontextEngine:
             )
         return results
 
-    def _cache_context(self):
-        """A First Block Cache context per pipeline call (fresh residuals, per-call step counts)."""
-        if self.settings.cache_threshold > 0:
+    def _with_defaults(self, request: EditRequest) -> EditRequest:
+        """The request with the server's default cache threshold where it gave none (for batch keys)."""
+        if request.cache_threshold is not None:
+            return request
+        return dataclasses.replace(request, cache_threshold=self.settings.cache_threshold)
+
+    @staticmethod
+    def _cache_context(threshold: float):
+        """A First Block Cache context per pipeline call (fresh residuals, per-call step counts); none
+        for threshold 0, so the transformer runs every block of every step."""
+        if threshold > 0:
             from .first_block_cache import cache_context
 
-            return cache_context(self.settings.cache_threshold)
+            return cache_context(threshold)
         return contextlib.nullcontext()
 
 

@@ -1,22 +1,25 @@
-"""para-attn's First Block Cache, adapted to the Flux block signatures of diffusers >= 0.35.
+"""First Block Cache for FLUX transformers: para-attn's decision rule, run by a block loop we own.
 
-para-attn 0.3.38 (its latest release) walks Flux single blocks with the old signature
-``block(hidden_states, temb, ...)`` on text+image tokens concatenated; since diffusers 0.35 a single
-block takes ``(hidden_states, encoder_hidden_states, temb, ...)`` and returns both streams, so every
-cache miss fails with ``missing 1 required positional argument: 'encoder_hidden_states'``.
+Installed once per transformer (`install_first_block_cache`): its double- and single-stream blocks
+move into one `FluxCachedBlocks` module, which becomes the transformer's only "block", so diffusers'
+own forward calls it once per step. No attribute is swapped per call.
 
-We keep para-attn as the cache engine (its cache context, residual-difference decision and residual
-buffers) and replace only the walk over the remaining blocks. We also avoid ``apply_cache_on_pipe``:
-it patches the pipeline *class* and freezes its threshold at the first call. Instead the caller opens
-a cache context per pipeline call (`cache_context`), which also counts computed and skipped steps.
+- Outside a cache context the module runs every block in order: exactly the uninstalled model.
+- Inside `cache_context(threshold)` (one per pipeline call, opened by the engine with the batch's
+  threshold) it runs the first block, and para-attn decides from that block's residual: when
+  mean|r_t - r_(t-1)| / mean|r_(t-1)| < threshold it adds the cached residual of the remaining blocks
+  instead of running them. The context counts computed and skipped steps.
+
+para-attn 0.3.38 (its latest release) walks Flux single blocks with the signature of diffusers < 0.35
+(text and image tokens concatenated); since 0.35 a single block takes both streams and returns both,
+so the walk over the remaining blocks is ours. Its cache context is a process-wide global: one
+pipeline call at a time per process, which is how the engine runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import unittest.mock
 
 import torch
 from para_attn.first_block_cache import utils as fbc
@@ -34,52 +37,41 @@ class CountingCacheContext(fbc.CacheContext):
 
 
 class FluxCachedBlocks(fbc.CachedTransformerBlocks):
-    """Runs the first double block, then either reuses the cached residual or runs the rest."""
+    """All of a FLUX transformer's blocks, run as one: every block, or the first plus a cached residual."""
+
+    def __init__(self, transformer):
+        super().__init__(
+            transformer.transformer_blocks,
+            transformer.single_transformer_blocks,
+            transformer=None,  # a submodule link back to the transformer would make the module tree a cycle
+            return_hidden_states_first=False,  # FLUX blocks return (encoder_hidden_states, hidden_states)
+        )
+
+    def forward(self, hidden_states, encoder_hidden_states, *args, **kwargs):
+        if fbc.get_current_cache_context() is None:  # exact: no cache for this call
+            return self._run(self.transformer_blocks, hidden_states, encoder_hidden_states, *args, **kwargs)
+        return super().forward(hidden_states, encoder_hidden_states, *args, **kwargs)
 
     def call_remaining_transformer_blocks(self, hidden_states, encoder_hidden_states, *args, **kwargs):
         fbc.get_current_cache_context().computed_steps += 1
-        original_hidden_states, original_encoder_hidden_states = hidden_states, encoder_hidden_states
-        for block in self.transformer_blocks[1:]:
+        encoder_out, hidden_out = self._run(self.transformer_blocks[1:], hidden_states, encoder_hidden_states,
+                                            *args, **kwargs)
+        return hidden_out, encoder_out, hidden_out - hidden_states, encoder_out - encoder_hidden_states
+
+    def _run(self, double_blocks, hidden_states, encoder_hidden_states, *args, **kwargs):
+        for block in (*double_blocks, *self.single_transformer_blocks):
             encoder_hidden_states, hidden_states = block(hidden_states, encoder_hidden_states, *args, **kwargs)
-        for block in self.single_transformer_blocks:
-            encoder_hidden_states, hidden_states = block(hidden_states, encoder_hidden_states, *args, **kwargs)
-        return (
-            hidden_states,
-            encoder_hidden_states,
-            hidden_states - original_hidden_states,
-            encoder_hidden_states - original_encoder_hidden_states,
-        )
+        return encoder_hidden_states, hidden_states
 
 
-def apply_first_block_cache(transformer) -> None:
-    """Routes the transformer's block loop through FluxCachedBlocks. Idempotent.
-
-    Outside a `cache_context` the transformer must not be called (para-attn asserts a context).
-    """
-    if getattr(transformer, "_kontext_first_block_cache", False):
+def install_first_block_cache(transformer) -> None:
+    """Moves the transformer's blocks into one FluxCachedBlocks. Idempotent; call after loading weights
+    (parameter names change: transformer_blocks.0.transformer_blocks.N...)."""
+    if len(transformer.transformer_blocks) == 1 and isinstance(transformer.transformer_blocks[0], FluxCachedBlocks):
         return
-    cached_blocks = torch.nn.ModuleList(
-        [
-            FluxCachedBlocks(
-                transformer.transformer_blocks,
-                transformer.single_transformer_blocks,
-                transformer=transformer,
-                return_hidden_states_first=False,  # Flux blocks return (encoder_hidden_states, hidden_states)
-            )
-        ]
-    )
-    no_blocks = torch.nn.ModuleList()
-    original_forward = transformer.forward
-
-    @functools.wraps(original_forward)
-    def forward(*args, **kwargs):
-        with unittest.mock.patch.object(transformer, "transformer_blocks", cached_blocks), unittest.mock.patch.object(
-            transformer, "single_transformer_blocks", no_blocks
-        ):
-            return original_forward(*args, **kwargs)
-
-    transformer.forward = forward
-    transformer._kontext_first_block_cache = True
+    cached = FluxCachedBlocks(transformer)
+    transformer.transformer_blocks = torch.nn.ModuleList([cached])
+    transformer.single_transformer_blocks = torch.nn.ModuleList()
 
 
 @contextlib.contextmanager

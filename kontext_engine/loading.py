@@ -25,13 +25,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("KONTEXT_CACHE_DIR", Path.home() / ".cache" / "kontext-triton"))
 
 
-def resolve_device(kind: str, device_id: int) -> torch.device:
-    """Triton's instance kind/device id to a torch device; never assumes GPU 0."""
-    if kind.upper() == "GPU":
-        return torch.device("cuda", device_id)
-    return torch.device("cpu")
-
-
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32

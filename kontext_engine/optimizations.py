@@ -1,8 +1,8 @@
 """The optimization stack, applied to a loaded pipeline in one fixed order.
 
 Order matters: QKV fusion changes the Linear layers that FP8 then quantizes; the attention backend
-and the First Block Cache change what the transformer runs; compilation comes last so it traces the
-final modules. Every switch is an EngineSettings field (config.pbtxt parameter).
+and the First Block Cache (always installed; per request it runs exact or cached) change what the
+transformer runs; compilation comes last so it traces the final modules. Every switch is an EngineSettings field (config.pbtxt parameter).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .first_block_cache import install_first_block_cache
 from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,8 @@ def apply_optimizations(pipeline, settings: EngineSettings, device: torch.device
         _quantize_fp8(transformer)
     if settings.attention_backend:
         transformer.set_attention_backend(settings.attention_backend)
-    if settings.cache_threshold > 0:
-        from .first_block_cache import apply_first_block_cache
-
-        apply_first_block_cache(transformer)
+    # Always installed: any request may ask for a cache threshold; at 0 it runs every block.
+    install_first_block_cache(transformer)
     if settings.vae_channels_last:
         vae.to(memory_format=torch.channels_last)
     if settings.compile != "none" or settings.compile_vae:
@@ -85,7 +84,7 @@ def _quantize_fp8(transformer) -> None:
 
     # set_inductor_config=False: torchao otherwise switches on coordinate-descent tuning in all
     # directions for the whole process, and the first compile then benchmarks every kernel variant
-    # for many minutes (perf/results/raw/h100_E_fp8_compile_stacks.txt). Inductor flags are ours to
+    # for many minutes (perf/experiments/2026-11-26-fp8-compile-stall/h100_E_fp8_compile_stacks.txt). Inductor flags are ours to
     # set (`inductor_recipe`).
     config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
     quantize_(transformer, config, filter_fn=in_blocks)

@@ -14,9 +14,8 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from kontext_engine import Cancelled, EditResult, InvalidRequest, KontextEngine, contract, parse_request
-from kontext_engine.loading import resolve_device
-from kontext_engine.settings import EngineSettings
+from kontext_engine import Cancelled, EngineResult, InvalidRequest, KontextEngine, contract, parse_request
+from kontext_engine.profiles import settings_from_parameters
 
 from .metrics import KontextMetrics
 from .parameters import split_parameters
@@ -46,6 +45,14 @@ def serving_options(args: dict) -> dict[str, str]:
     return model_parameters(args)[0]
 
 
+def instance_device(args: dict) -> torch.device:
+    """The device Triton assigned this instance (KIND_GPU with its device id, else the CPU); never GPU 0
+    by assumption."""
+    if args["model_instance_kind"].upper() == "GPU":
+        return torch.device("cuda", int(args["model_instance_device_id"]))
+    return torch.device("cpu")
+
+
 def load_engine(args: dict) -> KontextEngine:
     """Builds the engine on the device Triton assigned to this instance; one start-up log line."""
     # The engine logs warm-up and compile-cache events with `logging`; the stub's stderr goes to
@@ -54,8 +61,8 @@ def load_engine(args: dict) -> KontextEngine:
     use_utf8_text_files()
     config = json.loads(args["model_config"])
     parameters = model_parameters(args)[1]
-    device = resolve_device(args["model_instance_kind"], int(args["model_instance_device_id"]))
-    settings = EngineSettings.from_parameters(parameters, os.environ)
+    device = instance_device(args)
+    settings = settings_from_parameters(parameters, os.environ)
     engine = KontextEngine.load(settings, device, max_batch_size=max(1, config["max_batch_size"]))
     pb_utils.Logger.log_info(f"{args['model_instance_name']}: {engine.describe()}")
     return engine
@@ -76,7 +83,7 @@ def request_tensors(request) -> dict:
     return tensors
 
 
-def result_response(result: EditResult) -> "pb_utils.InferenceResponse":
+def result_response(result: EngineResult) -> "pb_utils.InferenceResponse":
     return pb_utils.InferenceResponse(
         output_tensors=[
             pb_utils.Tensor(contract.OUTPUT_IMAGE.name, np.array([result.image], dtype=np.object_)),
@@ -164,7 +171,7 @@ def serve(
         if request.is_cancelled():
             answer(position, "cancelled", error_response("request cancelled by the client",
                                                          pb_utils.TritonError.CANCELLED))
-        elif isinstance(outcome, EditResult):
+        elif isinstance(outcome, EngineResult):
             computed = outcome.metadata["steps_computed"]
             metrics.steps(computed, outcome.metadata["steps"] - computed)
             answer(position, "ok", result_response(outcome))

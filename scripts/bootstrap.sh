@@ -12,9 +12,10 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  # pip > 25.0 refuses para-attn's sdist (it names a git URL in a dev extra).
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "pip==25.0.1"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -e "$root[server,cache,client,perf,dev]" -e "$root/client"
+    -e "$root[server,client,perf,dev]" -e "$root/client"
+  # The "cache" extra (para-attn), which pip refuses to install: see pyproject.toml.
+  para_attn="$("$venv/bin/python" -c 'import sys, tomllib; print(*tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["cache"])' "$root/pyproject.toml")"
+  "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" --no-deps "$para_attn"
   echo "$want" > "$stamp"
 fi

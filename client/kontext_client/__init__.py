@@ -10,7 +10,7 @@ from .errors import (
     RequestTimeoutError,
     ServerUnavailableError,
 )
-from .protocol import EditResult, Progress
+from .protocol import QUALITY_THRESHOLDS, EditResult, Progress
 
 __all__ = [
     "AsyncKontextClient",
@@ -21,6 +21,7 @@ __all__ = [
     "KontextError",
     "ModelNotReadyError",
     "Progress",
+    "QUALITY_THRESHOLDS",
     "RequestTimeoutError",
     "ServerUnavailableError",
 ]

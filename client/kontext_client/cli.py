@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .client import KontextClient
 from .errors import KontextError, ServerUnavailableError
-from .protocol import DEFAULT_TIMEOUT_S, EditResult, Progress
+from .protocol import DEFAULT_TIMEOUT_S, QUALITY_THRESHOLDS, EditResult, Progress
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--height", type=int)
     common.add_argument("--format", dest="output_format", choices=("png", "jpeg", "webp"),
                         help="result format (default: from the output file's suffix, else png)")
+    quality = common.add_mutually_exclusive_group()
+    quality.add_argument("--quality", choices=tuple(QUALITY_THRESHOLDS),
+                         help="speed/quality: " + ", ".join(f"{k} = cache threshold {v}" for k, v in QUALITY_THRESHOLDS.items())
+                         + " (default: the server's)")
+    quality.add_argument("--cache-threshold", type=float, help="First Block Cache threshold (0 = exact)")
     common.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the result")
     common.add_argument("--progress", action="store_true", help="stream progress and show a bar (gRPC)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +70,7 @@ def main(argv=None) -> int:
         "width": args.width,
         "height": args.height,
         "output_format": args.output_format or _SUFFIX_FORMATS.get(args.output.suffix.lower()),
+        "cache_threshold": QUALITY_THRESHOLDS[args.quality] if args.quality else args.cache_threshold,
     }
     try:
         with KontextClient(args.url, args.protocol, args.timeout) as client:

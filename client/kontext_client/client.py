@@ -50,8 +50,9 @@ class KontextClient(ClientBase):
     def edit(self, image: ImageInput, prompt: str, *, time_limit_s: Optional[float] = None, **options) -> EditResult:
         """Edits `image` (PIL image, encoded bytes or a path) as `prompt` says.
 
-        Options: seed, steps, guidance, width, height, output_format. Width and height default to
-        the input's size (multiple of 16); the result has exactly the size asked for.
+        Options: seed, steps, guidance, width, height, output_format, cache_threshold (0 = exact; larger
+        skips more steps; QUALITY_THRESHOLDS has presets). Width and height default to the input's size
+        (multiple of 16); the result has exactly the size asked for.
         time_limit_s: the server rejects the request (UNAVAILABLE) if it is still queued after this
         long, and stops it if it computes longer (default: this client's timeout_s).
         """

@@ -17,8 +17,10 @@ from typing import Optional
 
 from .install import TritonInstall, find_triton
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL_REPOSITORY = Path(os.environ.get("KONTEXT_MODEL_REPOSITORY", REPO_ROOT / "model_repository"))
+# The model repository ships inside the kontext_triton package (package data), so a checkout, an
+# editable install and an installed wheel all find it here; `model_repository` at the top of the
+# checkout is a link to it.
+DEFAULT_MODEL_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 
 # Endpoints that change what the server runs or where it writes: loading and unloading models (with
 # uploaded files and config overrides), trace and log settings (file paths on the server), shared-memory

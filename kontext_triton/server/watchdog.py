@@ -60,16 +60,19 @@ class StubWatchdog(threading.Thread):
         known: dict[str, set[int]] = {}
         poll = 0
         while True:
-            current = self.stubs()
-            for pid in set().union(*current.values()) - first_seen.keys():
-                first_seen[pid] = poll
-            for model, pids in known.items():
-                for vanished in pids - current.get(model, set()):
-                    if self._died(model, first_seen[vanished], first_seen):
-                        log.warning("a stub of model %s died; reloading it", model)
-                        self.reload(model)
-                        break
-            known = self.stubs()
+            try:
+                current = self.stubs()
+                for pid in set().union(*current.values()) - first_seen.keys():
+                    first_seen[pid] = poll
+                for model, pids in known.items():
+                    for vanished in pids - current.get(model, set()):
+                        if self._died(model, first_seen.get(vanished, poll), first_seen):
+                            log.warning("a stub of model %s died; reloading it", model)
+                            self.reload(model)
+                            break
+                known = self.stubs()
+            except Exception:  # a watchdog that stops watching must say so, then keep going
+                log.exception("stub watchdog: check failed")
             poll += 1
             if self._stopping.wait(self.interval_s) or not self.server.running():
                 return  # stopped, or the server itself is gone (its stubs went with it)

@@ -10,7 +10,7 @@ from PIL import Image
 
 MODEL = "flux_kontext"
 DTYPES = {"prompt": "BYTES", "image": "BYTES", "seed": "INT64", "steps": "INT32", "guidance": "FP32",
-          "width": "INT32", "height": "INT32", "output_format": "BYTES"}
+          "width": "INT32", "height": "INT32", "output_format": "BYTES", "cache_threshold": "FP32"}
 NUMPY = {"BYTES": np.object_, "INT64": np.int64, "INT32": np.int32, "FP32": np.float32}
 
 

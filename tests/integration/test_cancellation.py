@@ -22,6 +22,10 @@ def steps_run(server):
     return metric(server, "kontext_step_duration_seconds_count", model=UNARY)
 
 
+def computing(server) -> bool:
+    return metric(server, "kontext_batch_size", model=UNARY) > 0
+
+
 def test_client_timeout_stops_denoising_early_and_frees_the_instance(server):
     before, steps_before = cancelled(server), steps_run(server)
     with KontextClient(server.grpc_url, timeout_s=1.0) as client, pytest.raises(RequestTimeoutError):
@@ -40,7 +44,8 @@ def test_cancelling_an_asyncio_task_cancels_the_server_work(server):
     async def run():
         async with AsyncKontextClient(server.grpc_url) as client:
             task = asyncio.create_task(client.edit(png(512, 512), "x", **SLOW))
-            await asyncio.sleep(1.0)
+            while not computing(server):  # cancel once the server is computing it
+                await asyncio.sleep(0.05)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -50,15 +55,27 @@ def test_cancelling_an_asyncio_task_cancels_the_server_work(server):
 
 
 def test_cancelling_one_request_leaves_the_others(server):
+    """Two requests share a batch; one client gives up: it gets CANCELLED, the other its full result."""
     results = {}
+    before = cancelled(server)
 
-    def live():
-        with KontextClient(server.grpc_url) as client:
-            results["live"] = client.edit(png(512, 512), "x", width=512, height=512, steps=40, seed=1)
+    def send(name, timeout_s, seed, steps):
+        with KontextClient(server.grpc_url, timeout_s=timeout_s) as client:
+            try:
+                results[name] = client.edit(png(512, 512), "x", width=512, height=512, steps=steps, seed=seed)
+            except RequestTimeoutError as exc:
+                results[name] = exc
 
-    thread = threading.Thread(target=live)
-    thread.start()
-    with KontextClient(server.grpc_url, timeout_s=0.8) as client, pytest.raises(RequestTimeoutError):
-        client.edit(png(512, 512), "x", width=512, height=512, steps=40, seed=2)
-    thread.join(60)
-    assert results["live"].metadata["seed"] == 1 and results["live"].metadata["steps"] == 40
+    threads = [threading.Thread(target=send, args=("blocker", 60, 0, 20))]
+    threads[0].start()
+    assert wait_for(lambda: computing(server), 30)  # the next two queue behind it and share a batch
+    threads += [threading.Thread(target=send, args=("live", 60, 1, 100)),
+                threading.Thread(target=send, args=("gone", 3.0, 2, 100))]
+    for thread in threads[1:]:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert isinstance(results["gone"], RequestTimeoutError)
+    live = results["live"].metadata
+    assert live["seed"] == 1 and live["steps"] == 100 and live["batch_size"] == 2  # it shared a batch and ran on
+    assert wait_for(lambda: cancelled(server) == before + 1)  # the server answered the other CANCELLED

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from kontext_client import KontextClient, KontextError
+from kontext_client import KontextClient
 from kontext_triton.server.process import DEFAULT_MODEL_REPOSITORY, TritonServer, free_ports
 from kontext_triton.server.repository import write_repository
 from kontext_triton.server.watchdog import stub_processes
@@ -37,20 +37,20 @@ def test_a_bad_model_path_fails_start_up_naming_it(tmp_path):
     assert "model_source '/nonexistent/FLUX.1-Kontext-dev' is not a directory" in log
 
 
-def test_an_unsupported_option_fails_start_up_naming_it(tmp_path):
-    log = start_failing(tmp_path, {"fp8": "true"})
+def test_a_profile_the_device_cannot_run_fails_start_up_naming_it(tmp_path):
+    log = start_failing(tmp_path, {"profile": "gpu-fp8"})
     assert "fp8 needs a CUDA GPU" in log
 
 
 def test_an_environment_override_reaches_the_model(tmp_path, monkeypatch):
-    monkeypatch.setenv("KONTEXT_SETTING_FP8", "true")  # how a Kubernetes deployment sets options
+    monkeypatch.setenv("KONTEXT_SETTING_PROFILE", "gpu-fp8")  # how a Kubernetes deployment sets options
     log = start_failing(tmp_path, {})
     assert "fp8 needs a CUDA GPU" in log
 
 
 def test_an_unknown_parameter_fails_start_up_naming_it(tmp_path):
-    log = start_failing(tmp_path, {"compile_mod": "default"})
-    assert "unknown parameter(s) ['compile_mod']" in log
+    log = start_failing(tmp_path, {"compile": "regional"})  # an experiment switch, not an operator parameter
+    assert "unknown parameter(s) ['compile']" in log
 
 
 def model_ready(server) -> bool:

@@ -1,6 +1,5 @@
 """Our Prometheus metrics, scraped from the real server beside Triton's own."""
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -100,7 +99,7 @@ def while_busy(server, *calls) -> list[str]:
     """Runs `calls` while a slow request holds the single instance; the slow one's outcome first."""
     with ThreadPoolExecutor(1 + len(calls)) as pool:
         slow = pool.submit(outcome, lambda: grpc_infer(server, 60, 512))
-        time.sleep(0.5)
+        assert wait_for(lambda: metric(server, "kontext_batch_size", model=UNARY) > 0, 30)
         futures = [pool.submit(outcome, call) for call in calls]
         return [slow.result(), *(f.result() for f in futures)]
 

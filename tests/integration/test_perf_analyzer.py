@@ -5,9 +5,9 @@ import json
 import pytest
 
 from kontext_engine.loading import default_cache_dir
-from perf.input_data import make_input_data, synthetic_image
-from perf.perf_analyzer import Sweep, overhead_fraction
-from perf.report_sweep import write_report
+from kontext_bench.input_data import make_input_data, synthetic_image
+from kontext_bench.perf_analyzer import Sweep, overhead_fraction
+from kontext_bench.report_sweep import write_report
 
 pytestmark = pytest.mark.integration
 

@@ -53,10 +53,10 @@ def slow_edit(server, steps=20, **options):
 
 
 def blocker(server, steps=60):
-    """A request that keeps the single instance busy for a few seconds."""
+    """A request that keeps the single instance busy for a few seconds; returns once it is computing."""
     thread = threading.Thread(target=slow_edit, args=(server, steps))
     thread.start()
-    time.sleep(0.5)
+    assert wait_for(lambda: metric(server, "kontext_batch_size", model="flux_kontext") > 0, 30)
     return thread
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -60,3 +61,27 @@ def test_async_stream_yields_progress_then_result_and_early_exit_cancels(server)
     events, before = asyncio.run(run())
     assert [e.step for e in events[:-1]] == [1, 2, 3] and events[-1].metadata["seed"] == 5
     assert wait_for(lambda: metric(server, "kontext_requests_total", model=STREAM, outcome="cancelled") == before + 1)
+
+
+def test_each_streamed_request_is_answered_as_soon_as_its_outcome_is_known(server):
+    """An invalid request handed to the model in one execute() with a slow valid one is answered at once,
+    not when the valid one's denoising ends."""
+    finished = {}
+
+    def stream(name, **options):
+        with KontextClient(server.grpc_url) as client:
+            try:
+                for _ in client.stream_edit(png(512, 512), "x", width=512, height=512, **options):
+                    pass
+            except InvalidRequestError:
+                pass
+        finished[name] = time.monotonic()
+
+    with ThreadPoolExecutor(3) as pool:
+        blocker = pool.submit(stream, "blocker", steps=20)
+        assert wait_for(lambda: metric(server, "kontext_batch_size", model=STREAM) > 0, 30)
+        slow = pool.submit(stream, "slow", steps=60)
+        invalid = pool.submit(stream, "invalid", steps=0)
+        for future in (blocker, slow, invalid):
+            future.result()
+    assert finished["invalid"] < finished["slow"] - 1.0

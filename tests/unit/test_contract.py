@@ -1,16 +1,14 @@
 """config.pbtxt, model.py's engine contract and the client agree on names and dtypes."""
 
-from pathlib import Path
-
+import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from kontext_client import protocol
 from kontext_engine import contract
+from kontext_triton.server.process import DEFAULT_MODEL_REPOSITORY
 
-import pytest
-
-REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+REPOSITORY = DEFAULT_MODEL_REPOSITORY
 TRITON_TO_CONTRACT = {"TYPE_STRING": "BYTES", "TYPE_INT64": "INT64", "TYPE_INT32": "INT32", "TYPE_FP32": "FP32"}
 MODELS = {"flux_kontext": contract.OUTPUTS, "flux_kontext_stream": contract.STREAM_OUTPUTS}
 
@@ -69,11 +67,11 @@ def test_client_sends_only_given_options_with_contract_dtypes():
     assert arrays["seed"].dtype.name == "int64" and arrays["guidance"].dtype.name == "float32"
 
 
-def test_config_parameters_are_serving_options_or_engine_settings():
-    from kontext_engine.settings import EngineSettings
+@pytest.mark.parametrize("model", MODELS)
+def test_config_parameters_are_serving_options_or_a_profile_with_overrides(model):
+    from kontext_engine.profiles import settings_from_parameters
     from kontext_triton.parameters import SERVING_PARAMETERS, split_parameters
 
-    serving, engine = split_parameters({key: value.string_value for key, value in load_config().parameters.items()})
-    assert serving == SERVING_PARAMETERS  # the documented defaults
-    assert EngineSettings.from_parameters(engine) == EngineSettings()  # every key known, defaults documented
-    assert set(engine) == set(EngineSettings().__dict__)
+    serving, engine = split_parameters({key: value.string_value for key, value in load_config(model).parameters.items()})
+    assert set(serving) == set(SERVING_PARAMETERS)
+    settings_from_parameters(engine)  # every key known, every value readable

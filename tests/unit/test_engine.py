@@ -58,7 +58,9 @@ def test_batched_requests_match_single_runs(engine):
     assert [r.metadata["seed"] for r in batch] == [11, 12, 13]
     for seed, batched in zip((11, 12, 13), batch):
         (single,) = engine.run([request(seed=seed)])
-        assert np.abs(pixels(batched) - pixels(single)).max() <= 2  # float32 rounding across batch shapes
+        difference = np.abs(pixels(batched) - pixels(single))
+        # float32 rounding differs across batch shapes (other GEMM blockings): the README's guarantee
+        assert difference.max() <= 2 and np.count_nonzero(difference) / difference.size < 0.01
 
 
 def test_incompatible_requests_run_in_separate_batches_in_order(engine):

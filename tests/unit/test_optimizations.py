@@ -21,6 +21,10 @@ def edit_request(seed=3, steps=4):
     return EditRequest("make it snowy", image, seed, steps, 2.5, 64, 64, "png")
 
 
+def first_double_block(engine):
+    return next(m for m in engine.pipeline.transformer.modules() if type(m).__name__ == "FluxTransformerBlock")
+
+
 def image_of(result):
     return np.asarray(Image.open(io.BytesIO(result.image)), dtype=np.float32)
 
@@ -38,7 +42,7 @@ def run(settings, request=None):
 
 def test_fused_qkv_is_applied_and_keeps_the_output(baseline):
     engine = KontextEngine.load(replace(BASE, fuse_qkv=True))
-    attention = engine.pipeline.transformer.transformer_blocks[0].attn
+    attention = first_double_block(engine).attn
     assert attention.fused_projections and hasattr(attention, "to_qkv")
     (result,) = engine.run([edit_request()])
     assert np.abs(image_of(result) - baseline).max() <= 2
@@ -66,6 +70,30 @@ def test_first_block_cache_skips_steps_and_is_deterministic(baseline):
     assert not np.array_equal(image_of(first), baseline)
 
 
+def test_the_installed_cache_at_threshold_0_is_diffusers_own_loop(baseline, kontext_cache_dir):
+    """The cache is always installed; with threshold 0 the output equals the untouched pipeline's."""
+    from kontext_engine.loading import load_pipeline
+
+    pipeline = load_pipeline(BASE.model_source, torch.device("cpu"), torch.float32)
+    assert type(pipeline.transformer.transformer_blocks[0]).__name__ == "FluxTransformerBlock"  # not installed
+    request = edit_request()
+    with torch.inference_mode():
+        (image,) = pipeline(image=[request.image], prompt=[request.prompt], height=64, width=64, max_area=64 * 64,
+                            _auto_resize=False, num_inference_steps=4, guidance_scale=2.5,
+                            generator=[torch.Generator("cpu").manual_seed(request.seed)]).images
+    assert np.array_equal(np.asarray(image, dtype=np.float32), baseline)
+
+
+def test_a_request_threshold_overrides_the_default_and_splits_batches(kontext_cache_dir):
+    engine = KontextEngine.load(BASE, max_batch_size=4)  # server default: exact
+    cached = replace(edit_request(seed=2), cache_threshold=100.0)
+    exact, fast, also_exact = engine.run([edit_request(seed=1), cached, replace(edit_request(seed=3), cache_threshold=0.0)])
+    assert [r.metadata["batch_size"] for r in (exact, fast, also_exact)] == [2, 1, 2]  # default 0 batches with 0
+    assert (exact.metadata["steps_computed"], exact.metadata["steps_skipped"]) == (4, 0)
+    assert (fast.metadata["steps_computed"], fast.metadata["steps_skipped"]) == (1, 3)
+    assert [r.metadata["cache_threshold"] for r in (exact, fast)] == [0.0, 100.0]
+
+
 def test_first_block_cache_counts_per_call_and_batches(kontext_cache_dir):
     engine = KontextEngine.load(replace(BASE, cache_threshold=100.0), max_batch_size=2)
     results = engine.run([edit_request(seed=1), edit_request(seed=2)])
@@ -80,8 +108,7 @@ def test_regional_compile_matches_eager_and_persists_artifacts(baseline, tmp_pat
         BASE, compile="regional", warmup_shapes="64x64:edit", warmup_steps=1, compile_cache_dir=str(tmp_path)
     )
     engine = KontextEngine.load(settings)
-    block = engine.pipeline.transformer.transformer_blocks[0]
-    assert block._compiled_call_impl is not None
+    assert first_double_block(engine)._compiled_call_impl is not None
     (result,) = engine.run([edit_request()])
     assert np.abs(image_of(result) - baseline).max() <= 2
     artifacts = list(tmp_path.glob("*.bin"))
@@ -147,7 +174,7 @@ def test_warmup_shapes_parse_and_reject_garbage():
 
 def test_attention_backend_is_applied_and_keeps_the_output(baseline):
     engine = KontextEngine.load(replace(BASE, attention_backend="_native_math"))
-    processor = engine.pipeline.transformer.transformer_blocks[0].attn.processor
+    processor = first_double_block(engine).attn.processor
     assert getattr(processor, "_attention_backend", None) is not None
     (result,) = engine.run([edit_request()])
     assert np.abs(image_of(result) - baseline).max() <= 2

@@ -1,6 +1,6 @@
 """perf_analyzer's verbose CSV as a GPU server writes it (--collect-metrics adds per-GPU columns)."""
 
-from perf.perf_analyzer import mean_gpu_utilization, overhead_fraction, read_csv
+from kontext_bench.perf_analyzer import mean_gpu_utilization, overhead_fraction, read_csv
 
 HEADER = ("Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
           "Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,"

@@ -1,7 +1,7 @@
 import base64
 import struct
 
-from perf.input_data import make_input_data, serialize_bytes_elements
+from kontext_bench.input_data import make_input_data, serialize_bytes_elements
 
 
 def test_bytes_elements_carry_little_endian_length_prefixes():

@@ -1,0 +1,145 @@
+"""kontext_triton.serving.serve() answers every request exactly once, and a failure never shows the
+client a traceback or a server path (those go to the server log with the request id).
+
+triton_python_backend_utils exists only inside the backend stub, so a small stand-in with the same
+names is installed here; the engine side is a real KontextEngine-shaped object that fails on purpose.
+"""
+
+import importlib
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from kontext_engine import EngineResult
+
+SECRET_PATH = "/opt/private/weights/transformer.py"
+
+
+class FakeTritonError:
+    INVALID_ARG, INTERNAL, CANCELLED, UNAVAILABLE = "INVALID_ARG", "INTERNAL", "CANCELLED", "UNAVAILABLE"
+
+    def __init__(self, message, code):
+        self.text, self.code = message, code
+
+
+class FakeResponse:
+    def __init__(self, output_tensors=None, error=None):
+        self.outputs, self.error = output_tensors, error
+
+
+class FakeLogger:
+    lines: list = []
+
+    @classmethod
+    def log_error(cls, message):
+        cls.lines.append(message)
+
+    log_warn = log_info = log_error
+
+
+@pytest.fixture
+def serving(monkeypatch):
+    utils = types.ModuleType("triton_python_backend_utils")
+    utils.TritonError, utils.InferenceResponse, utils.Logger = FakeTritonError, FakeResponse, FakeLogger
+    utils.Tensor = lambda name, array: (name, array)
+    utils.MetricFamily = None
+    utils.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", utils)
+    FakeLogger.lines = []
+    sys.modules.pop("kontext_triton.serving", None)
+    yield importlib.import_module("kontext_triton.serving")
+    sys.modules.pop("kontext_triton.serving", None)
+
+
+class Tensor:
+    def __init__(self, value):
+        self.value = value
+
+    def as_numpy(self):
+        if isinstance(self.value, Exception):
+            raise self.value
+        return np.array([[self.value]], dtype=np.object_ if isinstance(self.value, bytes) else None)
+
+
+class Request:
+    def __init__(self, request_id, **tensors):
+        self.id, self.tensors = request_id, {k: Tensor(v) for k, v in tensors.items()}
+
+    def request_id(self):
+        return self.id
+
+    def is_cancelled(self):
+        return False
+
+    def timeout(self):
+        return 0
+
+
+class Metrics:
+    def __init__(self):
+        self.outcomes = []
+
+    def request(self, outcome, seconds):
+        self.outcomes.append(outcome)
+
+    def step(self, seconds):
+        pass
+
+    def steps(self, computed, skipped):
+        pass
+
+    def batch_size(self, size):
+        pass
+
+
+class Engine:
+    """Fails every batch whose prompt is 'fail' with an error quoting a server path; else succeeds."""
+
+    def run(self, requests, on_step=None, is_cancelled=None, on_done=None):
+        for index, request in enumerate(requests):
+            if request.prompt == "fail":
+                on_done(index, RuntimeError(f"{SECRET_PATH}: CUDA out of memory"))
+            elif request.prompt == "crash":
+                raise RuntimeError(f"{SECRET_PATH}: the engine itself broke")
+            else:
+                on_done(index, EngineResult(b"png", {"steps": request.steps, "steps_computed": request.steps}))
+
+
+def serve_all(serving, requests):
+    answers = {}
+    metrics = Metrics()
+
+    def respond(position, response):
+        assert position not in answers, "answered twice"
+        answers[position] = response
+
+    try:
+        serving.serve(Engine(), metrics, requests, respond, request_timeout_s=60)
+    finally:
+        assert sorted(answers) == list(range(len(requests)))  # every request answered, even on a crash
+    return [answers[i] for i in range(len(requests))], metrics.outcomes
+
+
+def test_a_failed_batch_is_internal_with_the_request_id_and_no_traceback(serving):
+    (ok, failed), outcomes = serve_all(serving, [Request("a", prompt=b"fine"), Request("b", prompt=b"fail")])
+    assert ok.error is None and outcomes == ["ok", "failed"]
+    assert failed.error.code == "INTERNAL"
+    assert "request id b" in failed.error.text and "RuntimeError" in failed.error.text
+    assert SECRET_PATH not in failed.error.text and "Traceback" not in failed.error.text
+    assert any(SECRET_PATH in line and "request b" in line for line in FakeLogger.lines)  # the log has it
+
+
+def test_an_unexpected_parse_error_fails_only_that_request(serving):
+    broken = Request("c", prompt=ValueError(f"{SECRET_PATH} could not be mapped"))
+    (bad, good), outcomes = serve_all(serving, [broken, Request("d", prompt=b"fine")])
+    assert bad.error.code == "INTERNAL" and SECRET_PATH not in bad.error.text
+    assert good.error is None and outcomes == ["failed", "ok"]
+
+
+def test_a_crash_inside_the_engine_still_answers_everyone(serving):
+    requests = [Request("e", prompt=b"x", steps=np.int32(0)), Request("f", prompt=b"crash")]
+    with pytest.raises(RuntimeError):
+        serve_all(serving, requests)
+    assert any("request f" in line for line in FakeLogger.lines)
