@@ -189,3 +189,17 @@ def serve(
         for position, done in enumerate(answered):  # a safety net: no request is ever left waiting
             if not done:
                 fail(position, "the request was not completed", None)
+
+
+class EngineModel:
+    """What both models' TritonPythonModel share: an engine on this instance's device, its metrics,
+    and the server's per-request time limit. Subclasses write execute()."""
+
+    def initialize(self, args):
+        self.request_timeout_s = float(serving_options(args)["request_timeout_s"])
+        self.engine = load_engine(args)
+        self.metrics = KontextMetrics(args["model_name"])
+
+    def finalize(self):
+        device, self.engine = self.engine.device, None
+        free_device_memory(device)

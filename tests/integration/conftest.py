@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from kontext_triton.server.process import DEFAULT_MODEL_REPOSITORY, TritonServer, free_ports
+from kontext_triton.server.repository import write_repository
 from kontext_triton.server.supervisor import RestartPolicy, Supervisor
 
 
@@ -39,6 +40,23 @@ def running_supervisor(repository, log_dir, node, watchdog=True, **server_option
 def running_server(repository, log_dir, node, **server_options):
     with running_supervisor(repository, log_dir, node, **server_options) as supervisor:
         yield supervisor.server
+
+
+SMALL_QUEUE_SIZE = 2
+
+
+@pytest.fixture(scope="module")
+def small_queue_server(tmp_path_factory, request):
+    """Only flux_kontext, one request at a time (max_batch_size 1) and room for SMALL_QUEUE_SIZE more in the queue."""
+
+    def edit(config):
+        config.max_batch_size = 1
+        config.dynamic_batching.default_queue_policy.max_queue_size = SMALL_QUEUE_SIZE
+
+    scratch = tmp_path_factory.mktemp("small-queue")
+    repository = write_repository(scratch / "model_repository", edit=edit, models=("flux_kontext",))
+    with running_server(repository, scratch, request.node) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")

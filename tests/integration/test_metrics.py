@@ -6,8 +6,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from kontext_triton.server.repository import write_repository
-from tests.integration.conftest import running_server
+from tests.integration.conftest import SMALL_QUEUE_SIZE
 from tests.integration.helpers import infer, metric, png, scrape, wait_for
 
 pytestmark = pytest.mark.integration
@@ -47,21 +46,7 @@ def test_names_follow_prometheus_conventions_beside_tritons_own(server):
     assert outcomes == {"ok", "invalid", "cancelled", "expired", "failed"}
 
 
-@pytest.fixture(scope="module")
-def small_queue_server(tmp_path_factory, request):
-    """One request at a time (max_batch_size 1) and room for QUEUE_SIZE more in the queue."""
 
-    def edit(config):
-        config.max_batch_size = 1
-        config.dynamic_batching.default_queue_policy.max_queue_size = QUEUE_SIZE
-
-    scratch = tmp_path_factory.mktemp("metrics-queue")
-    repository = write_repository(scratch / "model_repository", edit=edit, models=("flux_kontext",))
-    with running_server(repository, scratch, request.node) as instance:
-        yield instance
-
-
-QUEUE_SIZE = 2
 COUNTERS = {
     "kontext ok": ("kontext_requests_total", {"outcome": "ok"}),
     "kontext invalid": ("kontext_requests_total", {"outcome": "invalid"}),
@@ -115,13 +100,13 @@ def test_a_known_mix_adds_up_in_every_documented_counter(small_queue_server):
     assert wait_for(lambda: metric(server, "kontext_requests_total", model=UNARY, outcome="cancelled")
                     == before["kontext cancelled"] + 1)
     sent.append(outcome(lambda: grpc_infer(server, 100, 512, timeout=1_000_000)))  # expired after 1 s of compute
-    # queue full: one running, QUEUE_SIZE queued (ok), two more rejected at once
-    sent += while_busy(server, *[lambda: grpc_infer(server, 2)] * (QUEUE_SIZE + 2))
+    # queue full: one running, SMALL_QUEUE_SIZE queued (ok), two more rejected at once
+    sent += while_busy(server, *[lambda: grpc_infer(server, 2)] * (SMALL_QUEUE_SIZE + 2))
     sent += while_busy(server, lambda: grpc_infer(server, 2, timeout=200_000))  # queue timeout after 0.2 s
     after = counters(server)
     delta = {key: after[key] - before[key] for key in COUNTERS}
     print(f"\nknown mix: {len(sent)} requests -> counter deltas {delta}")
-    assert [s if s == "ok" else s.split(":")[0][:40] for s in sent].count("ok") == 2 + 1 + QUEUE_SIZE + 1
+    assert [s if s == "ok" else s.split(":")[0][:40] for s in sent].count("ok") == 2 + 1 + SMALL_QUEUE_SIZE + 1
     assert delta == {
         "kontext ok": 6, "kontext invalid": 1, "kontext cancelled": 1, "kontext expired": 1, "kontext failed": 0,
         "kontext request durations": 9,  # every request the model answered, once

@@ -12,25 +12,11 @@ from tritonclient.utils import InferenceServerException
 
 from kontext_client import KontextClient, ServerUnavailableError
 from kontext_triton.server.repository import write_repository
-from tests.integration.conftest import running_server
+from tests.integration.conftest import SMALL_QUEUE_SIZE, running_server
 from tests.integration.helpers import infer, metric, png, wait_for
 
 pytestmark = pytest.mark.integration
-QUEUE_SIZE = 2
 
-
-@pytest.fixture(scope="module")
-def small_queue_server(tmp_path_factory, request):
-    """One request at a time (max_batch_size 1) and room for QUEUE_SIZE more in the queue."""
-
-    def edit(config):
-        config.max_batch_size = 1
-        config.dynamic_batching.default_queue_policy.max_queue_size = QUEUE_SIZE
-
-    scratch = tmp_path_factory.mktemp("small-queue")
-    repository = write_repository(scratch / "model_repository", edit=edit, models=("flux_kontext",))
-    with running_server(repository, scratch, request.node) as instance:
-        yield instance
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +59,7 @@ def test_a_full_queue_rejects_at_once_with_unavailable(small_queue_server):
     with ThreadPoolExecutor(8) as pool:
         outcomes = list(pool.map(send, range(8)))
     kinds = [kind for kind, _ in outcomes]
-    assert kinds.count("ok") >= 1 + QUEUE_SIZE and kinds.count("rejected") >= 1
+    assert kinds.count("ok") >= 1 + SMALL_QUEUE_SIZE and kinds.count("rejected") >= 1
     assert all(seconds < 2 for kind, seconds in outcomes if kind == "rejected")  # no waiting to be refused
 
 
@@ -100,7 +86,7 @@ def test_claiming_a_high_priority_gets_no_second_queue(small_queue_server):
     with ThreadPoolExecutor(6) as pool:
         outcomes = list(pool.map(send, [2, 2, 1, 1, 1, 1]))
     thread.join(60)
-    assert outcomes.count("ok") == QUEUE_SIZE and outcomes.count("rejected") == 6 - QUEUE_SIZE
+    assert outcomes.count("ok") == SMALL_QUEUE_SIZE and outcomes.count("rejected") == 6 - SMALL_QUEUE_SIZE
 
 
 def steps_run(server):

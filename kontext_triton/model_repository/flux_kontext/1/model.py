@@ -8,18 +8,12 @@ decoupled flux_kontext_stream answers each request the moment its outcome is kno
 
 import triton_python_backend_utils as pb_utils
 
-from kontext_triton.metrics import KontextMetrics
-from kontext_triton.serving import free_device_memory, load_engine, serve, serving_options
+from kontext_triton.serving import EngineModel, serve
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        self.request_timeout_s = float(serving_options(args)["request_timeout_s"])
-        self.engine = load_engine(args)
-        self.metrics = KontextMetrics(args["model_name"])
-
+class TritonPythonModel(EngineModel):
     def execute(self, requests):
         senders = [request.get_response_sender() for request in requests]
 
@@ -28,7 +22,3 @@ class TritonPythonModel:
 
         serve(self.engine, self.metrics, requests, respond, self.request_timeout_s)
         return None
-
-    def finalize(self):
-        device, self.engine = self.engine.device, None
-        free_device_memory(device)

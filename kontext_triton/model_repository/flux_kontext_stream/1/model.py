@@ -6,8 +6,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from kontext_engine import contract
-from kontext_triton.metrics import KontextMetrics
-from kontext_triton.serving import free_device_memory, load_engine, serve, serving_options
+from kontext_triton.serving import EngineModel, serve
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -16,12 +15,7 @@ def _event(payload: dict) -> "pb_utils.Tensor":
     return pb_utils.Tensor(contract.EVENT.name, np.array([json.dumps(payload)], dtype=np.object_))
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        self.request_timeout_s = float(serving_options(args)["request_timeout_s"])
-        self.engine = load_engine(args)
-        self.metrics = KontextMetrics(args["model_name"])
-
+class TritonPythonModel(EngineModel):
     def execute(self, requests):
         senders = [request.get_response_sender() for request in requests]
 
@@ -42,7 +36,3 @@ class TritonPythonModel:
 
         serve(self.engine, self.metrics, requests, respond, self.request_timeout_s, on_progress)
         return None
-
-    def finalize(self):
-        device, self.engine = self.engine.device, None
-        free_device_memory(device)
