@@ -31,10 +31,6 @@ class CountingCacheContext(fbc.CacheContext):
 
     computed_steps: int = 0
 
-    @property
-    def skipped_steps(self) -> int:
-        return self.executed_steps - self.computed_steps
-
 
 class FluxCachedBlocks(fbc.CachedTransformerBlocks):
     """All of a FLUX transformer's blocks, run as one: every block, or the first plus a cached residual."""

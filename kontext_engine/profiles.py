@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
+from . import contract
 from .settings import EngineSettings, parse_value
 
 ENV_PREFIX = "KONTEXT_SETTING_"
 PROFILE_KEY = "profile"
+ADAPTER_KEYS = ("request_timeout_s",)  # read by the Triton adapter (kontext_triton/parameters.py), not here
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ def settings_from_parameters(parameters: Mapping[str, str], environ: Mapping[str
 
     Unknown keys and malformed values raise ValueError naming them.
     """
-    overrides = {key[len(ENV_PREFIX):].lower(): value for key, value in environ.items() if key.startswith(ENV_PREFIX)}
+    overrides = {key[len(ENV_PREFIX):].lower(): value for key, value in environ.items()
+                 if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() not in ADAPTER_KEYS}
     parameters = {**parameters, **overrides}
     unknown = sorted(set(parameters) - {PROFILE_KEY, *OVERRIDES})
     if unknown:
@@ -68,7 +71,11 @@ def settings_from_parameters(parameters: Mapping[str, str], environ: Mapping[str
             values[key] = parse_value(raw, types[key])
         except ValueError:
             raise ValueError(f"parameter {key!r}: cannot read {raw!r} as {types[key].__name__}") from None
-    return replace(EngineSettings(**PROFILES[name].settings), **values)
+    settings = replace(EngineSettings(**PROFILES[name].settings), **values)
+    if not contract.MIN_CACHE_THRESHOLD <= settings.cache_threshold <= contract.MAX_CACHE_THRESHOLD:
+        raise ValueError(f"parameter 'cache_threshold': must be in [{contract.MIN_CACHE_THRESHOLD}, "
+                         f"{contract.MAX_CACHE_THRESHOLD}], got {settings.cache_threshold}")
+    return settings
 
 
 def markdown_table() -> str:

@@ -18,7 +18,7 @@ from kontext_engine import Cancelled, EngineResult, InvalidRequest, KontextEngin
 from kontext_engine.profiles import settings_from_parameters
 
 from .metrics import KontextMetrics
-from .parameters import split_parameters
+from .parameters import request_timeout_s, split_parameters
 
 # (request position in execute's list, steps done, steps total, seconds since its batch started)
 ProgressCallback = Callable[[int, int, int, float], None]
@@ -35,14 +35,10 @@ def use_utf8_text_files() -> None:
         locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
 
 
-def model_parameters(args: dict) -> tuple[dict[str, str], dict[str, str]]:
+def model_parameters(config: dict) -> tuple[dict[str, str], dict[str, str]]:
     """config.pbtxt's parameters: (serving options, engine settings)."""
-    config = json.loads(args["model_config"])
-    return split_parameters({key: value["string_value"] for key, value in config.get("parameters", {}).items()})
-
-
-def serving_options(args: dict) -> dict[str, str]:
-    return model_parameters(args)[0]
+    return split_parameters({key: value["string_value"] for key, value in config.get("parameters", {}).items()},
+                            os.environ)
 
 
 def instance_device(args: dict) -> torch.device:
@@ -60,9 +56,8 @@ def load_engine(args: dict) -> KontextEngine:
     logging.basicConfig(level=logging.INFO, format=f"{args['model_instance_name']} %(levelname)s %(name)s: %(message)s")
     use_utf8_text_files()
     config = json.loads(args["model_config"])
-    parameters = model_parameters(args)[1]
     device = instance_device(args)
-    settings = settings_from_parameters(parameters, os.environ)
+    settings = settings_from_parameters(model_parameters(config)[1], os.environ)
     engine = KontextEngine.load(settings, device, max_batch_size=max(1, config["max_batch_size"]))
     pb_utils.Logger.log_info(f"{args['model_instance_name']}: {engine.describe()}")
     return engine
@@ -126,8 +121,12 @@ def serve(
 
     def answer(position: int, outcome: str, response) -> None:
         answered[position] = True
-        metrics.request(outcome, time.monotonic() - started)
-        respond(position, response)
+        try:
+            respond(position, response)
+            metrics.request(outcome, time.monotonic() - started)
+        except Exception:  # a response that cannot be sent must not stop the others
+            pb_utils.Logger.log_error(f"request {_request_id(requests[position])}: answering failed\n"
+                                      f"{traceback.format_exc()}")
 
     def fail(position: int, what: str, exc: Optional[BaseException]) -> None:
         request_id = _request_id(requests[position])
@@ -171,14 +170,15 @@ def serve(
         if request.is_cancelled():
             answer(position, "cancelled", error_response("request cancelled by the client",
                                                          pb_utils.TritonError.CANCELLED))
+        elif isinstance(outcome, Cancelled) or time.monotonic() > deadlines[position]:
+            # Past its time limit: its batch stopped, or ran on for live neighbours; either way not ok.
+            budget = deadlines[position] - started
+            answer(position, "expired", error_response(
+                f"request exceeded its time limit of {budget:.0f} s", pb_utils.TritonError.UNAVAILABLE))
         elif isinstance(outcome, EngineResult):
             computed = outcome.metadata["steps_computed"]
             metrics.steps(computed, outcome.metadata["steps"] - computed)
             answer(position, "ok", result_response(outcome))
-        elif isinstance(outcome, Cancelled):  # not cancelled by its client: past its deadline
-            budget = deadlines[position] - started
-            answer(position, "expired", error_response(
-                f"request exceeded its time limit of {budget:.0f} s and was stopped", pb_utils.TritonError.UNAVAILABLE))
         else:
             fail(position, f"inference failed ({type(outcome).__name__})", outcome)
 
@@ -196,7 +196,7 @@ class EngineModel:
     and the server's per-request time limit. Subclasses write execute()."""
 
     def initialize(self, args):
-        self.request_timeout_s = float(serving_options(args)["request_timeout_s"])
+        self.request_timeout_s = request_timeout_s(model_parameters(json.loads(args["model_config"]))[0])
         self.engine = load_engine(args)
         self.metrics = KontextMetrics(args["model_name"])
 

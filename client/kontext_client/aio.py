@@ -90,7 +90,8 @@ class AsyncKontextClient(ClientBase):
         started = time.monotonic()
         while True:
             try:
-                return parse_result(await self._client.infer(self.model_name, inputs, **keywords))
+                attempt = self._attempt_keywords(keywords, started)
+                return parse_result(await self._client.infer(self.model_name, inputs, **attempt))
             except Exception as exc:
                 error = translate_error(exc)
                 delay = self._retry_delay(error, started)

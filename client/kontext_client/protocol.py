@@ -120,8 +120,9 @@ def request_values(
 DEFAULT_TIMEOUT_S = 600.0  # a full-size 1024x1024 edit takes seconds; queueing can add more
 RELOAD_WAIT_S = 60.0  # how long a request keeps retrying while the model is reloaded
 RELOAD_RETRY_S = 0.5
-# The server stops a request this long after the client's own timeout. Over gRPC the client's give-up
-# cancels at once (answered CANCELLED); the limit covers HTTP, whose disconnects Triton 2.51 cannot see.
+# The request's server-side time limit is the client's timeout plus this. Over gRPC the client's give-up
+# cancels at once (answered CANCELLED); the limit covers HTTP, whose disconnects Triton 2.51 cannot see
+# (it counts from when the model takes the request, so queue time comes on top).
 ABANDON_GRACE_S = 1.0
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
 _TRANSPORTS = {
@@ -159,10 +160,18 @@ class ClientBase:
 
     def _retry_delay(self, error: KontextError, started: float) -> Optional[float]:
         """Seconds to wait before sending again, or None to give up: only while the model reloads
-        (after its stub died, the watchdog reloads it in seconds), for at most RELOAD_WAIT_S."""
-        if isinstance(error, ModelNotReadyError) and time.monotonic() - started < min(RELOAD_WAIT_S, self.timeout_s):
+        (after its stub died, the watchdog reloads it in seconds), for at most RELOAD_WAIT_S and never
+        past this client's timeout."""
+        elapsed = time.monotonic() - started
+        if isinstance(error, ModelNotReadyError) and elapsed + RELOAD_RETRY_S < min(RELOAD_WAIT_S, self.timeout_s):
             return RELOAD_RETRY_S
         return None
+
+    def _attempt_keywords(self, keywords: dict, started: float) -> dict:
+        """A retry gets only the time left of the client's timeout (gRPC; HTTP's is per connection)."""
+        if self.protocol != "grpc":
+            return keywords
+        return {**keywords, "client_timeout": max(0.1, self.timeout_s - (time.monotonic() - started))}
 
 
 def build_inputs(module, arrays: dict[str, np.ndarray]) -> list:

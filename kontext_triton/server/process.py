@@ -103,7 +103,8 @@ class TritonServer:
         restricted = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self.admin_key}"
         return [
             str(install.server),
-            f"--model-repository={self.model_repository}",
+            # resolved: the backend stubs' command lines name model.py under this path (the watchdog reads them)
+            f"--model-repository={Path(self.model_repository).resolve()}",
             f"--backend-directory={install.backend_dir}",
             f"--http-address={self.host}",
             f"--http-port={self.http_port}",

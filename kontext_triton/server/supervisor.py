@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
+import subprocess
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -15,6 +15,7 @@ from .process import ServerExited, TritonServer
 from .watchdog import StubWatchdog
 
 log = logging.getLogger("kontext-serve")
+KILL_MARGIN_S = 15.0  # after a stop request, a server still running at its exit timeout plus this is killed
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,16 @@ class Supervisor:
         self.on_ready = on_ready
         self.watchdog: Optional[StubWatchdog] = None
         self.restarts: list[float] = []  # monotonic times of restarts
-        self._stopping = threading.Event()
+        self._stop_requested: Optional[float] = None  # monotonic time of the request; a plain value: signal-safe
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested is not None
 
     def request_stop(self, *_signal) -> None:
-        """Signal-safe: no locks, no waiting. run() sees the server exit and returns."""
-        self._stopping.set()
+        """Signal-safe: no locks taken, nothing waited for. run() sees the server exit and returns."""
+        if self._stop_requested is None:
+            self._stop_requested = time.monotonic()
         if self.watchdog is not None:
             self.watchdog.stop()
         self.server.terminate()
@@ -62,27 +68,28 @@ class Supervisor:
         while True:
             returncode = self._serve_once()
             if returncode is None:  # never became ready
-                if self._stopping.is_set():
+                if self.stopping:
                     return 0
                 if not ever_ready:
                     return 1  # a start-up error (bad setting, missing weights) is not fixed by restarting
                 reason = "did not become ready"
             else:
                 ever_ready = True
-                if self._stopping.is_set():
+                if self.stopping:
                     if returncode != 0:
-                        log.error("tritonserver %s while shutting down", describe_exit(returncode))
+                        log.error("tritonserver %s while shutting down (requests still running at the exit "
+                                  "timeout end like this)", describe_exit(returncode))
                     return 0 if returncode == 0 else 1
                 reason = describe_exit(returncode)
             if not self._may_restart(reason):
-                return 0 if self._stopping.is_set() else 1
+                return 0 if self.stopping else 1
 
     def _serve_once(self) -> Optional[int]:
         """Starts the server, serves until it exits; its return code, or None if it never got ready."""
         try:
             self.server.start(self.ready_timeout_s)
         except (ServerExited, TimeoutError) as exc:
-            if not self._stopping.is_set():
+            if not self.stopping:
                 log.error("%s", exc)
             return None
         if self.on_ready is not None:
@@ -90,13 +97,24 @@ class Supervisor:
         if self.use_watchdog:
             self.watchdog = StubWatchdog(self.server)
             self.watchdog.start()
-        if self._stopping.is_set():  # a signal arrived during start-up
+        if self.stopping:  # a signal arrived during start-up
             self.server.terminate()
-        returncode = self.server.process.wait()
+        returncode = self._wait_for_exit()
         if self.watchdog is not None:
             self.watchdog.stop()
         self.server.reap()  # stubs a crashed server orphaned would otherwise live on
         return returncode
+
+    def _wait_for_exit(self) -> int:
+        """Waits for the server; once a stop was asked for, at most its exit timeout plus a margin."""
+        while True:
+            try:
+                return self.server.process.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.stopping and time.monotonic() - self._stop_requested > self.server.exit_timeout_s + KILL_MARGIN_S:
+                log.error("tritonserver did not exit within its exit timeout; killing it")
+                self.server.reap()
 
     def _may_restart(self, reason: str) -> bool:
         if self.policy.on_exit == "exit":
@@ -111,8 +129,11 @@ class Supervisor:
         delay = self.policy.backoff_s[min(len(recent), len(self.policy.backoff_s) - 1)]
         log.error("tritonserver %s; restarting in %.0f s (restart %d of at most %d per %.0f s)", reason, delay,
                   len(recent) + 1, self.policy.max_restarts, self.policy.window_s)
-        if self._stopping.wait(delay):
-            return False
+        resume = time.monotonic() + delay
+        while time.monotonic() < resume:  # short sleeps: a stop request ends the wait
+            if self.stopping:
+                return False
+            time.sleep(0.1)
         self.restarts = [*recent, time.monotonic()]
         return True
 

@@ -25,8 +25,10 @@ from .process import TritonServer, http_ok
 log = logging.getLogger("kontext-serve")
 
 
-def stub_processes(repository: Path) -> dict[str, set[int]]:
-    """Live Python backend stub pids per model of `repository`, read from /proc."""
+def stub_processes(repository: Path, server_pid: Optional[int] = None) -> dict[str, set[int]]:
+    """Live Python backend stub pids per model of `repository` (of the tritonserver `server_pid` only,
+    when given), read from /proc. A stub's command line is: stub, <repository>/<model>/<version>/model.py,
+    shared-memory region, sizes, its tritonserver's pid, ..."""
     repository = repository.resolve()
     found: dict[str, set[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -36,10 +38,13 @@ def stub_processes(repository: Path) -> dict[str, set[int]]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub"):
-            model_py = Path(argv[1].decode(errors="replace"))  # <repository>/<model>/<version>/model.py
-            if model_py.parent.parent.parent == repository:
-                found.setdefault(model_py.parent.parent.name, set()).add(int(entry.name))
+        if len(argv) > 5 and argv[0].endswith(b"triton_python_backend_stub"):
+            model_py = Path(argv[1].decode(errors="replace"))
+            if model_py.parent.parent.parent != repository:
+                continue
+            if server_pid is not None and argv[5] != str(server_pid).encode():
+                continue
+            found.setdefault(model_py.parent.parent.name, set()).add(int(entry.name))
     return found
 
 
@@ -53,34 +58,42 @@ class StubWatchdog(threading.Thread):
         self._stopping = threading.Event()
 
     def stubs(self) -> dict[str, set[int]]:
-        return stub_processes(Path(self.server.model_repository))
+        return stub_processes(Path(self.server.model_repository), self.server.process.pid)
 
     def run(self) -> None:
         first_seen: dict[int, int] = {}  # stub pid -> the poll that first saw it
-        known: dict[str, set[int]] = {}
+        known = self.stubs()
+        vanished: dict[str, set[int]] = {}  # stubs gone and not yet judged, per model
         poll = 0
-        while True:
+        while not self._stopping.wait(self.interval_s):
+            if not self.server.running():
+                return  # the server itself is gone (its stubs went with it): the supervisor's business
+            poll += 1
             try:
                 current = self.stubs()
                 for pid in set().union(*current.values()) - first_seen.keys():
                     first_seen[pid] = poll
                 for model, pids in known.items():
-                    for vanished in pids - current.get(model, set()):
-                        if self._died(model, first_seen.get(vanished, poll), first_seen):
+                    vanished.setdefault(model, set()).update(pids - current.get(model, set()))
+                for model, pids in list(vanished.items()):
+                    if pids:
+                        verdict = self._judge(model, min(first_seen.get(pid, poll) for pid in pids), first_seen)
+                        if verdict is None:
+                            continue  # the server did not answer: judge again next time
+                        del vanished[model]
+                        if verdict:
                             log.warning("a stub of model %s died; reloading it", model)
                             self.reload(model)
-                            break
-                known = self.stubs()
+                known = current
             except Exception:  # a watchdog that stops watching must say so, then keep going
                 log.exception("stub watchdog: check failed")
-            poll += 1
-            if self._stopping.wait(self.interval_s) or not self.server.running():
-                return  # stopped, or the server itself is gone (its stubs went with it)
 
-    def _died(self, model: str, vanished_seen: int, first_seen: dict[int, int]) -> bool:
-        """A stub of `model` vanished: was it a death, rather than a reload or an unload?"""
-        if self._stopping.wait(self.grace_s) or not self._server_live():
+    def _judge(self, model: str, vanished_seen: int, first_seen: dict[int, int]) -> Optional[bool]:
+        """A stub of `model` vanished: True for a death, False for a reload or an unload, None if unknown."""
+        if self._stopping.wait(self.grace_s) or not self.server.running():
             return False
+        if not http_ok(f"{self._base}/health/live", 5):
+            return None
         live = self.stubs().get(model, set())
         if any(first_seen.get(pid, vanished_seen + 1) > vanished_seen for pid in live):
             return False  # a newer stub took its place: a load through the repository API
@@ -92,7 +105,8 @@ class StubWatchdog(threading.Thread):
 
     def reload(self, model: str) -> None:
         """Unload, then load with the configuration it was serving (a plain load of an unchanged,
-        loaded model is a no-op in Triton, and would drop an operator's override)."""
+        loaded model is a no-op in Triton, and would drop an operator's override). If that fails, the
+        server is stopped: the supervisor then restarts it or exits for the orchestrator to."""
         try:
             config = self._get(f"models/{model}/config")
             self._post(f"repository/models/{model}/unload")
@@ -102,16 +116,12 @@ class StubWatchdog(threading.Thread):
             self._post(f"repository/models/{model}/load", {"parameters": {"config": json.dumps(config)}})
             self.reloads.append(model)
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            log.error("reloading %s failed: %s", model, exc)
+            log.error("reloading %s failed (%s); stopping the server", model, exc)
+            self.server.terminate()
 
     @property
     def _base(self) -> str:
         return f"http://{self.server.http_url}/v2"
-
-    def _server_live(self) -> bool:
-        """False while the server shuts down (its stubs exit then too) or once watching stopped."""
-        return (self.server.running() and not self._stopping.is_set()
-                and http_ok(f"{self._base}/health/live", 5))
 
     def _get(self, path: str):
         request = urllib.request.Request(f"{self._base}/{path}", headers=self.server.admin_headers)

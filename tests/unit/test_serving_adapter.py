@@ -7,6 +7,7 @@ names is installed here; the engine side is a real KontextEngine-shaped object t
 
 import importlib
 import sys
+import time
 import types
 
 import numpy as np
@@ -64,8 +65,8 @@ class Tensor:
 
 
 class Request:
-    def __init__(self, request_id, **tensors):
-        self.id, self.tensors = request_id, {k: Tensor(v) for k, v in tensors.items()}
+    def __init__(self, request_id, timeout_us=0, **tensors):
+        self.id, self.timeout_us, self.tensors = request_id, timeout_us, {k: Tensor(v) for k, v in tensors.items()}
 
     def request_id(self):
         return self.id
@@ -74,7 +75,7 @@ class Request:
         return False
 
     def timeout(self):
-        return 0
+        return self.timeout_us
 
 
 class Metrics:
@@ -101,6 +102,9 @@ class Engine:
         for index, request in enumerate(requests):
             if request.prompt == "fail":
                 on_done(index, RuntimeError(f"{SECRET_PATH}: CUDA out of memory"))
+            elif request.prompt == "slow":
+                time.sleep(0.05)  # a batch that ran on for a live neighbour past this request's limit
+                on_done(index, EngineResult(b"png", {"steps": request.steps, "steps_computed": request.steps}))
             elif request.prompt == "crash":
                 raise RuntimeError(f"{SECRET_PATH}: the engine itself broke")
             else:
@@ -143,3 +147,10 @@ def test_a_crash_inside_the_engine_still_answers_everyone(serving):
     with pytest.raises(RuntimeError):
         serve_all(serving, requests)
     assert any("request f" in line for line in FakeLogger.lines)
+
+
+def test_a_request_past_its_time_limit_is_not_answered_ok_even_when_its_batch_finished(serving):
+    (late, fine), outcomes = serve_all(serving, [Request("g", timeout_us=10_000, prompt=b"slow"),
+                                                 Request("h", prompt=b"slow")])
+    assert late.error.code == "UNAVAILABLE" and "time limit" in late.error.text
+    assert fine.error is None and outcomes == ["expired", "ok"]

@@ -21,11 +21,15 @@ class TritonPythonModel(EngineModel):
 
         def on_progress(position, done, total, elapsed_s):
             sender = senders[position]
-            if not sender.is_cancelled():
-                eta_s = elapsed_s / done * (total - done)
-                event = {"type": "progress", "step": done, "steps": total,
-                         "elapsed_s": round(elapsed_s, 3), "eta_s": round(eta_s, 3)}
+            if sender.is_cancelled():
+                return
+            eta_s = elapsed_s / done * (total - done)
+            event = {"type": "progress", "step": done, "steps": total,
+                     "elapsed_s": round(elapsed_s, 3), "eta_s": round(eta_s, 3)}
+            try:
                 sender.send(pb_utils.InferenceResponse(output_tensors=[_event(event)]))
+            except Exception as exc:  # one client's broken stream must not fail its batch neighbours
+                pb_utils.Logger.log_warn(f"progress event not sent: {exc}")
 
         def respond(position, response):
             if not response.has_error():
