@@ -66,16 +66,17 @@ def test_cancelling_one_request_leaves_the_others(server):
             except RequestTimeoutError as exc:
                 results[name] = exc
 
-    threads = [threading.Thread(target=send, args=("blocker", 60, 0, 20))]
+    threads = [threading.Thread(target=send, args=("blocker", 300, 0, 20))]
     threads[0].start()
     assert wait_for(lambda: computing(server), 30)  # the next two queue behind it and share a batch
-    threads += [threading.Thread(target=send, args=("live", 60, 1, 100)),
+    threads += [threading.Thread(target=send, args=("live", 300, 1, 100)),
                 threading.Thread(target=send, args=("gone", 3.0, 2, 100))]
     for thread in threads[1:]:
         thread.start()
     for thread in threads:
-        thread.join(120)
+        thread.join(320)
     assert isinstance(results["gone"], RequestTimeoutError)
+    assert not isinstance(results["live"], Exception), results["live"]
     live = results["live"].metadata
     assert live["seed"] == 1 and live["steps"] == 100 and live["batch_size"] == 2  # it shared a batch and ran on
     assert wait_for(lambda: cancelled(server) == before + 1)  # the server answered the other CANCELLED
