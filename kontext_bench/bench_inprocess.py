@@ -56,6 +56,20 @@ VARIANTS = {
     "fp8_regional": {"fp8": True, "fuse_qkv": True, "compile": "regional"},
     "fp8_full_compile": {"fp8": True, "fuse_qkv": True, "compile": "full"},
     "fp8": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True, "vae_channels_last": True},
+    # One change each against fp8 (the profile's predictions, perf/NOTES.md): CUDA graphs per compiled block
+    # (static shapes, as graphs need), max-autotune GEMMs without graphs.
+    "fp8_cudagraphs": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
+                       "vae_channels_last": True, "compile_mode": "reduce-overhead", "static_shapes": True},
+    "fp8_static": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
+                   "vae_channels_last": True, "static_shapes": True},
+    # CUDA graphs per regionally compiled block fail: every block of a class replays one graph, so a block's
+    # output buffer is overwritten by the next block's run. Graphs need the whole transformer compiled.
+    "fp8_full_static": {"fp8": True, "fuse_qkv": True, "compile": "full", "compile_vae": True,
+                        "vae_channels_last": True, "static_shapes": True},
+    "fp8_full_cudagraphs": {"fp8": True, "fuse_qkv": True, "compile": "full", "compile_vae": True,
+                            "vae_channels_last": True, "compile_mode": "reduce-overhead", "static_shapes": True},
+    "fp8_autotune": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
+                     "vae_channels_last": True, "compile_mode": "max-autotune-no-cudagraphs"},
     "stack": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
               "vae_channels_last": True},
     "stack_bf16": {"cache_threshold": 0.08, "fuse_qkv": True, "compile": "regional", "compile_vae": True,

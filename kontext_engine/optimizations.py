@@ -20,7 +20,7 @@ from .settings import EngineSettings
 log = logging.getLogger(__name__)
 
 COMPILE_CHOICES = ("none", "regional", "full")
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper have FP8 tensor cores
 # With static shapes every (size, batch size) is its own graph. Dynamo's default limit, 8 graphs per
 # code object, shared by both block classes (one Module._call_impl), allows four: one size at batch
