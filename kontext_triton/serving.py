@@ -49,15 +49,14 @@ def instance_device(args: dict) -> torch.device:
     return torch.device("cpu")
 
 
-def load_engine(args: dict) -> KontextEngine:
+def load_engine(args: dict, config: dict, engine_parameters: dict[str, str]) -> KontextEngine:
     """Builds the engine on the device Triton assigned to this instance; one start-up log line."""
     # The engine logs warm-up and compile-cache events with `logging`; the stub's stderr goes to
     # Triton's log.
     logging.basicConfig(level=logging.INFO, format=f"{args['model_instance_name']} %(levelname)s %(name)s: %(message)s")
     use_utf8_text_files()
-    config = json.loads(args["model_config"])
     device = instance_device(args)
-    settings = settings_from_parameters(model_parameters(config)[1], os.environ)
+    settings = settings_from_parameters(engine_parameters, os.environ)
     engine = KontextEngine.load(settings, device, max_batch_size=max(1, config["max_batch_size"]))
     pb_utils.Logger.log_info(f"{args['model_instance_name']}: {engine.describe()}")
     return engine
@@ -196,8 +195,10 @@ class EngineModel:
     and the server's per-request time limit. Subclasses write execute()."""
 
     def initialize(self, args):
-        self.request_timeout_s = request_timeout_s(model_parameters(json.loads(args["model_config"]))[0])
-        self.engine = load_engine(args)
+        config = json.loads(args["model_config"])
+        serving, engine_parameters = model_parameters(config)
+        self.request_timeout_s = request_timeout_s(serving)
+        self.engine = load_engine(args, config, engine_parameters)
         self.metrics = KontextMetrics(args["model_name"])
 
     def finalize(self):
