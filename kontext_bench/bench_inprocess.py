@@ -50,6 +50,9 @@ VARIANTS = {
     "regional_compile_recipe": {"compile": "regional", "inductor_recipe": True},
     "full_compile": {"compile": "full"},
     "compiled_bf16": {"compile": "regional", "fuse_qkv": True, "compile_vae": True, "vae_channels_last": True},
+    # One graph per shape: several shapes in one run without a symbolic (slower) recompile.
+    "compiled_bf16_static": {"compile": "regional", "fuse_qkv": True, "compile_vae": True, "vae_channels_last": True,
+                             "static_shapes": True},
     "compiled_bf16_autotune": {"compile": "regional", "compile_mode": "max-autotune-no-cudagraphs", "fuse_qkv": True,
                                "compile_vae": True, "vae_channels_last": True},
     "fp8_eager": {"fp8": True, "fuse_qkv": True},
@@ -79,6 +82,7 @@ SHAPES = {  # name: (width, height, edit?)
     "edit1024": (1024, 1024, True),
     "edit512": (512, 512, True),
     "t2i1024": (1024, 1024, False),
+    "t2i1008": (1008, 1008, False),  # 63x63 = 3969 image tokens: does not divide by 2 or 4 devices
 }
 TEXT_TOKENS = 512
 PROMPT = "make it snowy, keep the composition"
@@ -184,15 +188,20 @@ def fidelity(image: np.ndarray, reference: np.ndarray) -> dict:
     }
 
 
-def run_variant(name, delta, args, device, rates, references) -> list[dict]:
-    settings = replace(EngineSettings(model_source=args.source, dtype=args.dtype, compile_cache=False), **delta)
+def run_variant(name, delta, args, device, rates, references, gpus: int = 1) -> list[dict]:
+    """Rows for one variant on `gpus` devices (context parallelism when > 1: this process is rank 0 on
+    `device`, workers take the next devices)."""
+    settings = replace(EngineSettings(model_source=args.source, dtype=args.dtype, compile_cache=False,
+                                      context_parallel=gpus), **delta)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    worker_devices = [torch.device(device.type, (device.index or 0) + rank) if device.type == "cuda" else device
+                      for rank in range(1, gpus)]
     started = time.perf_counter()
-    engine = KontextEngine.load(settings, device)
+    engine = KontextEngine.load(settings, device, worker_devices=worker_devices)
     sync(device)
     load_s = time.perf_counter() - started
-    log(f"{name}: loaded and optimized in {load_s:.1f} s")
+    log(f"{name} on {gpus} device(s): loaded and optimized in {load_s:.1f} s")
     rows = []
     try:
         for shape in args.shapes:
@@ -219,12 +228,15 @@ def run_variant(name, delta, args, device, rates, references) -> list[dict]:
                     computed.append(result.metadata["steps_computed"])
                 image = np.asarray(Image.open(io.BytesIO(result.image)).convert("RGB"))
                 key = (shape, steps)
-                if name == "baseline":
+                if name == "baseline" and gpus == 1:
                     references[key] = image
+                if gpus == 1:
+                    references[(name, shape, steps)] = image
                 flops = step_flops(dict(engine.pipeline.transformer.config), width, height, edit)
                 row = {
                     "variant": name,
                     "settings": delta,
+                    "gpus": gpus,
                     "shape": shape,
                     "width": width,
                     "height": height,
@@ -245,12 +257,16 @@ def run_variant(name, delta, args, device, rates, references) -> list[dict]:
                     row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
                 if key in references:
                     row.update({k: round(v, 4) for k, v in fidelity(image, references[key]).items()})
+                if gpus > 1 and (name, shape, steps) in references:  # against the same variant on one device
+                    row.update({f"{k}_vs_1gpu": round(v, 4)
+                                for k, v in fidelity(image, references[(name, shape, steps)]).items()})
                 rows.append(row)
                 log(
-                    f"{name} {shape} {steps} steps: {row['e2e_median_s']:.3f} s, full step {row['full_step_ms']} ms, "
+                    f"{name} x{gpus} {shape} {steps} steps: {row['e2e_median_s']:.3f} s, full step {row['full_step_ms']} ms, "
                     f"cached {row['cached_step_ms']} ms, computed {computed}, psnr {row.get('psnr_db')}"
                 )
     finally:
+        engine.close()
         del engine
         gc.collect()
         torch._dynamo.reset()
@@ -266,7 +282,7 @@ def _efficiency(row: dict, rates: dict, settings: EngineSettings) -> dict:
     total = row["linear_tflop"] + row["attention_tflop"]
     bf16_floor = total / rates["bf16_tflops"]
     fp8_floor = row["linear_tflop"] / rates["fp8_tflops"] + row["attention_tflop"] / rates["bf16_tflops"]
-    floor = fp8_floor if settings.fp8 else bf16_floor
+    floor = (fp8_floor if settings.fp8 else bf16_floor) / settings.context_parallel  # the work split over the devices
     return {
         "achieved_tflops": round(total / seconds, 1),
         "ratio_to_bf16_peak": round(total / seconds / rates["bf16_tflops"], 3),
@@ -298,6 +314,7 @@ def main() -> int:
     parser.add_argument("--shapes", default="edit1024")
     parser.add_argument("--steps", default="28")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--gpus", default="1", help="device counts to run each variant on, e.g. 1,2 (context parallel)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.shapes = args.shapes.split(",")
@@ -311,21 +328,24 @@ def main() -> int:
         variants.insert(0, "baseline")
 
     device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:  # rank 0 of a group needs its index
+        device = torch.device("cuda", torch.cuda.current_device())
     report = {**environment(device), "command": " ".join(sys.argv), "source": args.source, "rows": []}
     report["matmul"] = measure_matmul_rates(device)
     log(f"{report['card']}: {report['matmul']}")
     references: dict = {}
     for name in variants:
-        try:
-            report["rows"] += run_variant(name, VARIANTS[name], args, device, report["matmul"], references)
-        except Exception as exc:  # record and go on: one broken variant must not lose the others
-            log(f"{name} FAILED: {type(exc).__name__}: {exc}")
-            report.setdefault("failures", {})[name] = f"{type(exc).__name__}: {exc}"
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1, default=str))
-    print(f"\n{'variant':28} {'shape':9} {'steps':>5} {'e2e s':>8} {'full ms':>8} {'cached ms':>9} {'x floor':>7} {'psnr':>6}")
+        for gpus in (int(g) for g in args.gpus.split(",")):
+            try:
+                report["rows"] += run_variant(name, VARIANTS[name], args, device, report["matmul"], references, gpus)
+            except Exception as exc:  # record and go on: one broken variant must not lose the others
+                log(f"{name} x{gpus} FAILED: {type(exc).__name__}: {exc}")
+                report.setdefault("failures", {})[f"{name} x{gpus}"] = f"{type(exc).__name__}: {exc}"
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=1, default=str))
+    print(f"\n{'variant':28} {'gpus':>4} {'shape':9} {'steps':>5} {'e2e s':>8} {'full ms':>8} {'cached ms':>9} {'x floor':>7} {'psnr':>6}")
     for row in report["rows"]:
-        print(f"{row['variant']:28} {row['shape']:9} {row['steps']:>5} {row['e2e_median_s']:>8.3f} "
+        print(f"{row['variant']:28} {row['gpus']:>4} {row['shape']:9} {row['steps']:>5} {row['e2e_median_s']:>8.3f} "
               f"{row['full_step_ms'] or 0:>8.1f} {row['cached_step_ms'] or 0:>9.1f} {row.get('ratio_to_floor', 0):>7.2f} "
               f"{row.get('psnr_db', float('nan')):>6.1f}")
     return 0

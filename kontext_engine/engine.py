@@ -17,8 +17,11 @@ from PIL import Image
 from . import contract
 from .batching import group_compatible
 from .codecs import encode_image
-from .loading import default_cache_dir, describe_source, load_pipeline, resolve_dtype
+from .errors import InvalidRequest
+from .context_parallel import HEARTBEAT_INTERVAL_S, ContextParallelGroup, FailureCallback, GroupBroken, worker_arguments
+from .loading import default_cache_dir, describe_source, ensure_local_source, load_pipeline, resolve_dtype
 from .optimizations import (
+    UnsupportedOption,
     apply_optimizations,
     compile_cache_key,
     load_compile_artifacts,
@@ -39,6 +42,10 @@ CancelCheck = Callable[[int], bool]
 DoneCallback = Callable[[int, "Union[EngineResult, Exception]"], None]
 
 
+# How long a failed call of a context-parallel group waits to learn whether a worker broke it.
+GROUP_VERDICT_S = 3 * HEARTBEAT_INTERVAL_S
+
+
 class Cancelled(Exception):
     """Every request of a batch was cancelled, so its denoising stopped early."""
 
@@ -52,11 +59,13 @@ class EngineResult:
 
 
 class KontextEngine:
-    def __init__(self, pipeline, device: torch.device, settings: EngineSettings, max_batch_size: int = 1):
+    def __init__(self, pipeline, device: torch.device, settings: EngineSettings, max_batch_size: int = 1,
+                 group: Optional[ContextParallelGroup] = None):
         self.pipeline = pipeline
         self.device = device
         self.settings = settings
         self.max_batch_size = max_batch_size
+        self.group = group  # None: this process alone runs every pipeline call
 
     @classmethod
     def load(
@@ -65,15 +74,54 @@ class KontextEngine:
         device: torch.device = torch.device("cpu"),
         max_batch_size: int = 1,
         cache_dir: Optional[Path] = None,
+        worker_devices: Sequence[torch.device] = (),
+        on_group_failure: Optional[FailureCallback] = None,
     ) -> "KontextEngine":
-        """Loads, optimizes and warms up a pipeline; the engine is ready to serve on return."""
+        """Loads, optimizes and warms up a pipeline; the engine is ready to serve on return.
+
+        With settings.context_parallel = N > 1 this process is rank 0 of a group that also runs one
+        worker process on each of the N - 1 worker_devices (context_parallel.py); on_group_failure
+        hears if the group breaks.
+        """
         validate(settings, device)  # refuse impossible settings before loading gigabytes
+        if len(worker_devices) != settings.context_parallel - 1:
+            raise UnsupportedOption(f"context_parallel={settings.context_parallel} needs "
+                                    f"{settings.context_parallel - 1} worker device(s), got {len(worker_devices)}")
         cache_dir = cache_dir or default_cache_dir()
-        pipeline = load_pipeline(settings.model_source, device, resolve_dtype(settings.dtype, device), cache_dir)
-        apply_optimizations(pipeline, settings, device)
-        engine = cls(pipeline, device, settings, max_batch_size)
-        engine.warm_up(cache_dir)
+        group = None
+        if worker_devices:
+            ensure_local_source(settings.model_source, cache_dir)  # built once, before the workers read it
+            group = ContextParallelGroup.start([device, *worker_devices],
+                                               worker_arguments(settings, max_batch_size, cache_dir), on_group_failure)
+        try:
+            engine = cls.build(settings, device, max_batch_size, cache_dir, group)
+            engine.warm_up(cache_dir)
+        except BaseException:
+            if group is not None:
+                group.close()
+            raise
         return engine
+
+    @classmethod
+    def build(cls, settings: EngineSettings, device: torch.device, max_batch_size: int, cache_dir: Path,
+              group: Optional[ContextParallelGroup] = None) -> "KontextEngine":
+        """Loads and optimizes the pipeline, without warm-up (a worker's warm-up is following rank 0's)."""
+        pipeline = load_pipeline(settings.model_source, device, resolve_dtype(settings.dtype, device), cache_dir)
+        apply_optimizations(pipeline, settings, device, parallel=group is not None)
+        return cls(pipeline, device, settings, max_batch_size, group)
+
+    def close(self) -> None:
+        """Stops the group's workers (context parallelism); nothing to do otherwise."""
+        if self.group is not None:
+            self.group.close()
+
+    def compile_artifacts(self, cache_dir: Path) -> Optional[Path]:
+        """Where this engine's torch.compile artifacts persist; None when nothing is compiled or cached."""
+        compiled = self.settings.compile != "none" or self.settings.compile_vae
+        if not (compiled and self.settings.compile_cache):
+            return None
+        key = compile_cache_key(self.settings, self.device, dict(self.pipeline.transformer.config))
+        return Path(self.settings.compile_cache_dir or cache_dir / "compile-artifacts") / f"{key}.bin"
 
     def warm_up(self, cache_dir: Path) -> None:
         """Runs each configured warm-up shape alone and, when batching is on, as a full batch (with
@@ -83,15 +131,11 @@ class KontextEngine:
         requests = warmup_requests(self.settings.warmup_shapes, self.settings.warmup_steps)
         if not requests:
             return
-        compiled = self.settings.compile != "none" or self.settings.compile_vae
-        artifacts = None
-        if compiled and self.settings.compile_cache:
-            key = compile_cache_key(self.settings, self.device, dict(self.pipeline.transformer.config))
-            artifacts = Path(self.settings.compile_cache_dir or cache_dir / "compile-artifacts") / f"{key}.bin"
-            loaded = load_compile_artifacts(artifacts)
-            log.info("compile artifacts %s: %s", "loaded" if loaded else "absent", artifacts)
+        artifacts = self.compile_artifacts(cache_dir)
+        if artifacts is not None:
+            log.info("compile artifacts %s: %s", "loaded" if load_compile_artifacts(artifacts) else "absent", artifacts)
         started = time.perf_counter()
-        batch_sizes = self._warmup_batch_sizes(compiled)
+        batch_sizes = self._warmup_batch_sizes(self.settings.compile != "none" or self.settings.compile_vae)
         for request in requests:
             for batch_size in batch_sizes:
                 self.generate([request] * batch_size)
@@ -99,6 +143,24 @@ class KontextEngine:
                  time.perf_counter() - started)
         if artifacts is not None:
             log.info("compile artifacts saved: %d bytes", save_compile_artifacts(artifacts))
+
+    @torch.inference_mode()
+    def follow(self, cache_dir: Path) -> None:
+        """A context-parallel worker's life: run every batch rank 0 shares (its warm-up included) in
+        lockstep with it, until rank 0 says stop."""
+        artifacts = self.compile_artifacts(cache_dir)
+        if artifacts is not None:
+            load_compile_artifacts(artifacts)
+        while True:
+            message = self.group.share(None)
+            if message[0] == "stop":
+                return
+            try:
+                self._denoise(message[1], output_type="latent")
+            except Cancelled:
+                pass
+            except Exception:  # rank 0 ran the same call on the same inputs and failed the same way
+                log.exception("batch failed")
 
     def _warmup_batch_sizes(self, compiled: bool) -> tuple[int, ...]:
         """Static shapes compile each batch size; otherwise batch 1 and one symbolic graph for the rest."""
@@ -130,7 +192,17 @@ class KontextEngine:
         """
         outcomes: list[Union[EngineResult, Exception]] = [None] * len(requests)  # type: ignore[list-item]
         requests = [self._with_defaults(r) for r in requests]
-        for group in group_compatible(requests, lambda r: r.batch_key, self.max_batch_size):
+        runnable = []
+        for index, request in enumerate(requests):
+            problem = self._unsplittable(request)
+            if problem is None:
+                runnable.append(index)
+                continue
+            outcomes[index] = problem
+            if on_done is not None:
+                on_done(index, problem)
+        for group in group_compatible([requests[i] for i in runnable], lambda r: r.batch_key, self.max_batch_size):
+            group = [runnable[i] for i in group]
             batch = [requests[i] for i in group]
             step = None if on_step is None else functools.partial(on_step, group)
             stop = None if is_cancelled is None else (lambda group=group: all(map(is_cancelled, group)))
@@ -164,31 +236,17 @@ class KontextEngine:
             raise ValueError("generate() needs requests with equal batch_key")
         if should_stop is not None and should_stop():
             raise Cancelled("cancelled before denoising started")
-
-        def step_end(pipeline, step_index, timestep, callback_kwargs):
-            if on_step is not None:
-                on_step(step_index + 1, first.steps)
-            if should_stop is not None and should_stop():
-                raise Cancelled(f"cancelled after step {step_index + 1} of {first.steps}")
-            return callback_kwargs
-
+        if self.group is not None:
+            self.group.share(("generate", batch))  # the workers run this call with us
         started = time.perf_counter()
-        threshold = self._with_defaults(first).cache_threshold
-        with self._cache_context(threshold) as cache:
-            output = self.pipeline(
-                image=[r.image for r in batch] if first.image is not None else None,
-                prompt=[r.prompt for r in batch],
-                height=first.height,
-                width=first.width,
-                max_area=first.height * first.width,  # the size asked for is the size rendered
-                _auto_resize=False,
-                num_inference_steps=first.steps,
-                guidance_scale=first.guidance,
-                # CPU generators: the same seed gives the same noise on any device.
-                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch],
-                callback_on_step_end=step_end,
-            )
-        steps_computed = first.steps if cache is None else cache.computed_steps
+        try:
+            output, steps_computed, threshold = self._denoise(batch, on_step, should_stop)
+        except Cancelled:
+            raise
+        except Exception as exc:
+            if self.group is not None and self.group.broken(wait_s=GROUP_VERDICT_S):
+                raise GroupBroken(self.group.failure) from exc
+            raise
         pipeline_s = time.perf_counter() - started
 
         results = []
@@ -218,6 +276,50 @@ class KontextEngine:
                 )
             )
         return results
+
+    def _denoise(self, batch, on_step=None, should_stop=None, output_type: str = "pil"):
+        """The pipeline call of generate(), on every rank of a group: (output, steps computed, threshold)."""
+        first = batch[0]
+
+        def step_end(pipeline, step_index, timestep, callback_kwargs):
+            if on_step is not None:
+                on_step(step_index + 1, first.steps)
+            stop = should_stop is not None and should_stop()
+            if self.group is not None:
+                stop = self.group.agree(stop)  # rank 0 decides; every rank stops at this same step
+            if stop:
+                raise Cancelled(f"cancelled after step {step_index + 1} of {first.steps}")
+            return callback_kwargs
+
+        threshold = self._with_defaults(first).cache_threshold
+        with self._cache_context(threshold) as cache:
+            output = self.pipeline(
+                image=[r.image for r in batch] if first.image is not None else None,
+                prompt=[r.prompt for r in batch],
+                height=first.height,
+                width=first.width,
+                max_area=first.height * first.width,  # the size asked for is the size rendered
+                _auto_resize=False,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance,
+                # CPU generators: the same seed gives the same noise on any device.
+                generator=[torch.Generator("cpu").manual_seed(r.seed) for r in batch],
+                callback_on_step_end=step_end,
+                output_type=output_type,
+            )
+        return output, first.steps if cache is None else cache.computed_steps, threshold
+
+    def _unsplittable(self, request: EditRequest) -> Optional[InvalidRequest]:
+        """Why a context-parallel group cannot run this request (its image sequence must divide by
+        the group size; see context_parallel.enable_context_parallel), or None."""
+        if self.group is None:
+            return None
+        tokens = (request.width // contract.SIZE_MULTIPLE) * (request.height // contract.SIZE_MULTIPLE) * (2 if request.image is not None else 1)
+        if tokens % self.group.world_size == 0:
+            return None
+        return InvalidRequest("width", f"{request.width}x{request.height} gives {tokens} image tokens, which do not "
+                                       f"split over this server's {self.group.world_size} GPUs; use a width and "
+                                       f"height that are multiples of {contract.SIZE_MULTIPLE * self.group.world_size}")
 
     def _with_defaults(self, request: EditRequest) -> EditRequest:
         """The request with the server's default cache threshold where it gave none (for batch keys)."""

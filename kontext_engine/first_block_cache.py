@@ -35,13 +35,17 @@ class CountingCacheContext(fbc.CacheContext):
 class FluxCachedBlocks(fbc.CachedTransformerBlocks):
     """All of a FLUX transformer's blocks, run as one: every block, or the first plus a cached residual."""
 
-    def __init__(self, transformer):
+    def __init__(self, transformer, parallel: bool = False):
         super().__init__(
             transformer.transformer_blocks,
             transformer.single_transformer_blocks,
             transformer=None,  # a submodule link back to the transformer would make the module tree a cycle
             return_hidden_states_first=False,  # FLUX blocks return (encoder_hidden_states, hidden_states)
         )
+        # para-attn reads transformer._is_parallelized: when set, it averages the residual difference
+        # over the default process group, so every rank of a context-parallel group (each holding one
+        # piece of the sequence) takes the same decision.
+        self.transformer = _ParallelFlag(parallel)
 
     def forward(self, hidden_states, encoder_hidden_states, *args, **kwargs):
         if fbc.get_current_cache_context() is None:  # exact: no cache for this call
@@ -60,12 +64,18 @@ class FluxCachedBlocks(fbc.CachedTransformerBlocks):
         return encoder_hidden_states, hidden_states
 
 
-def install_first_block_cache(transformer) -> None:
+@dataclasses.dataclass(frozen=True)
+class _ParallelFlag:
+    _is_parallelized: bool
+
+
+def install_first_block_cache(transformer, parallel: bool = False) -> None:
     """Moves the transformer's blocks into one FluxCachedBlocks. Idempotent; call after loading weights
-    (parameter names change: transformer_blocks.0.transformer_blocks.N...)."""
+    (parameter names change: transformer_blocks.0.transformer_blocks.N...). parallel: the transformer
+    runs on every rank of a context-parallel group."""
     if len(transformer.transformer_blocks) == 1 and isinstance(transformer.transformer_blocks[0], FluxCachedBlocks):
         return
-    cached = FluxCachedBlocks(transformer)
+    cached = FluxCachedBlocks(transformer, parallel)
     transformer.transformer_blocks = torch.nn.ModuleList([cached])
     transformer.single_transformer_blocks = torch.nn.ModuleList()
 

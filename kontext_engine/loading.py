@@ -41,6 +41,12 @@ def describe_source(source: str) -> str:
     return source
 
 
+def ensure_local_source(source: str, cache_dir: Path) -> None:
+    """Builds the embedded tiny model now if it is the source (other sources exist already)."""
+    if source == EMBEDDED_TINY:
+        ensure_tiny_model(cache_dir)
+
+
 def load_pipeline(source: str, device: torch.device, dtype: torch.dtype, cache_dir: Path | None = None):
     import diffusers
     import transformers

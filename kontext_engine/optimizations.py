@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .context_parallel import attention_backend_for, enable_context_parallel
 from .first_block_cache import install_first_block_cache
 from .settings import EngineSettings
 
@@ -47,6 +48,8 @@ def validate(settings: EngineSettings, device: torch.device) -> None:
         raise UnsupportedOption(f"compile must be one of {COMPILE_CHOICES}, got {settings.compile!r}")
     if settings.compile_mode not in COMPILE_MODES:
         raise UnsupportedOption(f"compile_mode must be one of {COMPILE_MODES}, got {settings.compile_mode!r}")
+    if settings.context_parallel < 1:
+        raise UnsupportedOption(f"context_parallel must be >= 1, got {settings.context_parallel}")
     if settings.cache_threshold < 0:
         raise UnsupportedOption(f"cache_threshold must be >= 0, got {settings.cache_threshold}")
     if settings.fp8:
@@ -57,18 +60,22 @@ def validate(settings: EngineSettings, device: torch.device) -> None:
             raise UnsupportedOption(f"fp8 needs compute capability >= 8.9; {torch.cuda.get_device_name(device)} has {capability}")
 
 
-def apply_optimizations(pipeline, settings: EngineSettings, device: torch.device) -> None:
-    """Applies the stack in place. Call validate() first (KontextEngine.load does, before loading)."""
+def apply_optimizations(pipeline, settings: EngineSettings, device: torch.device, parallel: bool = False) -> None:
+    """Applies the stack in place. Call validate() first (KontextEngine.load does, before loading).
+    parallel: this process is one rank of a context-parallel group (the default process group)."""
     transformer, vae = pipeline.transformer, pipeline.vae
     if settings.fuse_qkv:
         transformer.fuse_qkv_projections()
         vae.fuse_qkv_projections()
     if settings.fp8:
         _quantize_fp8(transformer)
-    if settings.attention_backend:
-        transformer.set_attention_backend(settings.attention_backend)
+    attention_backend = settings.attention_backend or (attention_backend_for(device) if parallel else "")
+    if attention_backend:
+        transformer.set_attention_backend(attention_backend)
     # Always installed: any request may ask for a cache threshold; at 0 it runs every block.
-    install_first_block_cache(transformer)
+    install_first_block_cache(transformer, parallel)
+    if parallel:
+        enable_context_parallel(transformer, device)  # before compile: its hooks are part of what runs
     if settings.vae_channels_last:
         vae.to(memory_format=torch.channels_last)
     if settings.compile != "none" or settings.compile_vae:

@@ -47,6 +47,8 @@ OVERRIDES = {
     "compile_cache_dir": "where compile artifacts persist (a volume); empty = $KONTEXT_CACHE_DIR/compile-artifacts",
     "warmup_shapes": "shapes compiled and warmed before ready, e.g. 1024x1024:edit,512x512:text; empty = none",
     "cache_threshold": "First Block Cache threshold for requests that send none: 0 = exact (default), 0.08 balanced",
+    "context_parallel": "devices one edit runs across (Ulysses); > 1 needs instance kind KIND_MODEL: instance i "
+                        "owns GPUs N*i .. N*i+N-1. 1 = one device per instance (default)",
 }
 
 

@@ -27,6 +27,7 @@ class EngineSettings:
     compile_cache_dir: str = ""  # where artifacts live; empty = $KONTEXT_CACHE_DIR/compile-artifacts
     warmup_shapes: str = ""  # run at start-up, e.g. "1024x1024:edit,512x512:text"; empty = none
     warmup_steps: int = 2  # steps per warm-up run (compiles every graph a request will need)
+    context_parallel: int = 1  # devices one edit runs across (Ulysses); 1 = this process alone
 
 
 def parse_value(raw: str, kind: type):

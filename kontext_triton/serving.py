@@ -6,6 +6,7 @@ import json
 import locale
 import logging
 import os
+import threading
 import time
 import traceback
 from typing import Callable, Optional
@@ -14,11 +15,14 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from kontext_engine import Cancelled, EngineResult, InvalidRequest, KontextEngine, contract, parse_request
+from kontext_engine import Cancelled, EngineResult, GroupBroken, InvalidRequest, KontextEngine, contract, parse_request
 from kontext_engine.profiles import settings_from_parameters
 
 from .metrics import KontextMetrics
 from .parameters import request_timeout_s, split_parameters
+
+# Seconds a failing stub waits after answering its in-flight requests before it exits.
+GROUP_FAILURE_FLUSH_S = 1.0
 
 # (request position in execute's list, steps done, steps total, seconds since its batch started)
 ProgressCallback = Callable[[int, int, int, float], None]
@@ -41,24 +45,49 @@ def model_parameters(config: dict) -> tuple[dict[str, str], dict[str, str]]:
                             os.environ)
 
 
-def instance_device(args: dict) -> torch.device:
-    """The device Triton assigned this instance (KIND_GPU with its device id, else the CPU); never GPU 0
-    by assumption."""
-    if args["model_instance_kind"].upper() == "GPU":
-        return torch.device("cuda", int(args["model_instance_device_id"]))
-    return torch.device("cpu")
+def instance_devices(args: dict, degree: int, gpu_count: int) -> list[torch.device]:
+    """The devices this instance owns, rank 0's first.
+
+    degree 1: the device Triton assigned (KIND_GPU with its device id, else the CPU); never GPU 0 by
+    assumption. degree N > 1 on GPUs needs KIND_MODEL (with KIND_GPU Triton would start an instance on
+    every listed GPU): instance i of the model owns GPUs N*i .. N*i + N-1, so instances never share a GPU.
+    On a CPU every rank is a CPU process (tests).
+    """
+    kind = args["model_instance_kind"].upper()
+    if degree == 1:
+        return [torch.device("cuda", int(args["model_instance_device_id"])) if kind == "GPU" else torch.device("cpu")]
+    if kind == "CPU":
+        return [torch.device("cpu")] * degree
+    if kind != "MODEL":
+        raise ValueError(f"context_parallel={degree} needs instance_group kind KIND_MODEL (or KIND_CPU), "
+                         f"not KIND_{kind}")
+    index = instance_index(args["model_instance_name"])
+    first = degree * index
+    if first + degree > gpu_count:
+        raise ValueError(f"instance {index} with context_parallel={degree} needs GPUs {first}..{first + degree - 1}; "
+                         f"{gpu_count} visible")
+    return [torch.device("cuda", first + rank) for rank in range(degree)]
 
 
-def load_engine(args: dict, config: dict, engine_parameters: dict[str, str]) -> KontextEngine:
-    """Builds the engine on the device Triton assigned to this instance; one start-up log line."""
+def instance_index(instance_name: str) -> int:
+    """Triton names the instances of a group <group name>_<index>, counting from 0."""
+    return int(instance_name.rsplit("_", 1)[1])
+
+
+def load_engine(args: dict, config: dict, engine_parameters: dict[str, str],
+                on_group_failure: Optional[Callable[[str], None]] = None) -> KontextEngine:
+    """Builds the engine on the device(s) this instance owns; one start-up log line."""
     # The engine logs warm-up and compile-cache events with `logging`; the stub's stderr goes to
     # Triton's log.
     logging.basicConfig(level=logging.INFO, format=f"{args['model_instance_name']} %(levelname)s %(name)s: %(message)s")
     use_utf8_text_files()
-    device = instance_device(args)
     settings = settings_from_parameters(engine_parameters, os.environ)
-    engine = KontextEngine.load(settings, device, max_batch_size=max(1, config["max_batch_size"]))
-    pb_utils.Logger.log_info(f"{args['model_instance_name']}: {engine.describe()}")
+    gpu_count = torch.cuda.device_count() if settings.context_parallel > 1 else 0
+    device, *worker_devices = instance_devices(args, settings.context_parallel, gpu_count)
+    engine = KontextEngine.load(settings, device, max_batch_size=max(1, config["max_batch_size"]),
+                                worker_devices=worker_devices, on_group_failure=on_group_failure)
+    devices = ", ".join(str(d) for d in (device, *worker_devices))
+    pb_utils.Logger.log_info(f"{args['model_instance_name']} on {devices}: {engine.describe()}")
     return engine
 
 
@@ -100,6 +129,22 @@ def _timeout_s(request, server_limit_s: float) -> float:
     return min(server_limit_s, client_us / 1e6) if client_us > 0 else server_limit_s
 
 
+def group_failure_message(problem: str) -> str:
+    return f"this instance's context-parallel group failed ({problem}); it is restarting, retry shortly"
+
+
+class InFlight:
+    """How to answer the requests of the execute() now running from another thread: a broken
+    context-parallel group fails them while execute() may be stuck in a collective."""
+
+    def __init__(self):
+        self._fail_all: Optional[Callable[[str], None]] = None
+
+    def fail_all(self, message: str) -> None:
+        if self._fail_all is not None:
+            self._fail_all(message)
+
+
 def serve(
     engine: KontextEngine,
     metrics: KontextMetrics,
@@ -107,6 +152,7 @@ def serve(
     respond: Respond,
     request_timeout_s: float,
     on_progress: Optional[ProgressCallback] = None,
+    in_flight: Optional[InFlight] = None,
 ) -> None:
     """Answers every request exactly once through respond(), as soon as its outcome is known.
 
@@ -117,9 +163,13 @@ def serve(
     started = time.monotonic()
     deadlines = [started + _timeout_s(request, request_timeout_s) for request in requests]
     answered = [False] * len(requests)
+    answering = threading.Lock()
 
     def answer(position: int, outcome: str, response) -> None:
-        answered[position] = True
+        with answering:  # once, whichever thread gets there first (see InFlight)
+            if answered[position]:
+                return
+            answered[position] = True
         try:
             respond(position, response)
             metrics.request(outcome, time.monotonic() - started)
@@ -174,6 +224,11 @@ def serve(
             budget = deadlines[position] - started
             answer(position, "expired", error_response(
                 f"request exceeded its time limit of {budget:.0f} s", pb_utils.TritonError.UNAVAILABLE))
+        elif isinstance(outcome, GroupBroken):
+            answer(position, "failed", error_response(group_failure_message(str(outcome)),
+                                                      pb_utils.TritonError.UNAVAILABLE))
+        elif isinstance(outcome, InvalidRequest):  # valid alone, but not on this instance (context parallel)
+            answer(position, "invalid", error_response(str(outcome), pb_utils.TritonError.INVALID_ARG))
         elif isinstance(outcome, EngineResult):
             computed = outcome.metadata["steps_computed"]
             metrics.steps(computed, outcome.metadata["steps"] - computed)
@@ -181,9 +236,17 @@ def serve(
         else:
             fail(position, f"inference failed ({type(outcome).__name__})", outcome)
 
+    def fail_all(message: str) -> None:
+        for position in range(len(requests)):
+            answer(position, "failed", error_response(message, pb_utils.TritonError.UNAVAILABLE))
+
+    if in_flight is not None:
+        in_flight._fail_all = fail_all
     try:
         engine.run(valid, on_step=on_step, is_cancelled=stop_requested, on_done=on_done)
     finally:
+        if in_flight is not None:
+            in_flight._fail_all = None
         metrics.batch_size(0)
         for position, done in enumerate(answered):  # a safety net: no request is ever left waiting
             if not done:
@@ -191,16 +254,31 @@ def serve(
 
 
 class EngineModel:
-    """What both models' TritonPythonModel share: an engine on this instance's device, its metrics,
-    and the server's per-request time limit. Subclasses write execute()."""
+    """What both models' TritonPythonModel share: an engine on this instance's device(s), its metrics,
+    and the server's per-request time limit. Subclasses write execute() around serve(), passing
+    self.in_flight."""
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
         serving, engine_parameters = model_parameters(config)
         self.request_timeout_s = request_timeout_s(serving)
-        self.engine = load_engine(args, config, engine_parameters)
+        self.in_flight = InFlight()
+        self.instance_name = args["model_instance_name"]
+        self.engine = load_engine(args, config, engine_parameters, on_group_failure=self.group_failed)
         self.metrics = KontextMetrics(args["model_name"])
 
+    def group_failed(self, problem: str) -> None:
+        """A worker of this instance's context-parallel group died or hung. The group cannot be
+        repaired in place (a collective may be stuck on a GPU): answer what is in flight, then end
+        this stub process; the server's watchdog (kontext-serve) loads the instance again."""
+        pb_utils.Logger.log_error(f"{self.instance_name}: context-parallel group broken ({problem}); restarting")
+        self.in_flight.fail_all(group_failure_message(problem))
+        time.sleep(GROUP_FAILURE_FLUSH_S)  # let the answers leave before the process ends
+        os._exit(1)
+
     def finalize(self):
-        device, self.engine = self.engine.device, None
+        engine, self.engine = self.engine, None
+        engine.close()
+        device = engine.device
+        del engine
         free_device_memory(device)

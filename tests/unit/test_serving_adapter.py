@@ -154,3 +154,37 @@ def test_a_request_past_its_time_limit_is_not_answered_ok_even_when_its_batch_fi
                                                  Request("h", prompt=b"slow")])
     assert late.error.code == "UNAVAILABLE" and "time limit" in late.error.text
     assert fine.error is None and outcomes == ["expired", "ok"]
+
+
+def test_a_broken_gpu_group_answers_what_is_in_flight_once(serving):
+    """The group's monitor thread fails the requests of the running execute(); the main thread's later
+    answers for them are dropped (each request answered once)."""
+    in_flight = serving.InFlight()
+
+    class StuckEngine:
+        def run(self, requests, on_step=None, is_cancelled=None, on_done=None):
+            in_flight.fail_all(serving.group_failure_message("worker rank 1 exited with code -9"))
+            on_done(0, EngineResult(b"png", {"steps": 1, "steps_computed": 1}))
+
+    answers = []
+    serving.serve(StuckEngine(), Metrics(), [Request("i", prompt=b"x")], lambda p, r: answers.append(r),
+                  request_timeout_s=60, in_flight=in_flight)
+    (answer,) = answers
+    assert answer.error.code == "UNAVAILABLE" and "worker rank 1 exited" in answer.error.text
+    in_flight.fail_all("after execute() returned: nothing in flight")  # a no-op, not an exception
+    assert len(answers) == 1
+
+
+def test_an_instance_owns_a_disjoint_gpu_set(serving):
+    def devices(kind, name="flux_kontext_0_0", device_id="0", degree=2, gpus=4):
+        args = {"model_instance_kind": kind, "model_instance_name": name, "model_instance_device_id": device_id}
+        return [str(d) for d in serving.instance_devices(args, degree, gpus)]
+
+    assert devices("GPU", device_id="3", degree=1) == ["cuda:3"]  # one GPU: the one Triton assigned
+    assert devices("MODEL", name="flux_kontext_0_0") == ["cuda:0", "cuda:1"]
+    assert devices("MODEL", name="flux_kontext_0_1") == ["cuda:2", "cuda:3"]
+    assert devices("CPU", degree=2) == ["cpu", "cpu"]
+    with pytest.raises(ValueError, match="needs GPUs 4..5; 4 visible"):
+        devices("MODEL", name="flux_kontext_0_2")
+    with pytest.raises(ValueError, match="KIND_MODEL"):
+        devices("GPU", degree=2)  # Triton would start one instance per listed GPU

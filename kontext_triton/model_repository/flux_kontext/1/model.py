@@ -20,5 +20,5 @@ class TritonPythonModel(EngineModel):
         def respond(position, response):
             senders[position].send(response, flags=FINAL)
 
-        serve(self.engine, self.metrics, requests, respond, self.request_timeout_s)
+        serve(self.engine, self.metrics, requests, respond, self.request_timeout_s, in_flight=self.in_flight)
         return None

@@ -38,5 +38,6 @@ class TritonPythonModel(EngineModel):
                 )
             senders[position].send(response, flags=FINAL)
 
-        serve(self.engine, self.metrics, requests, respond, self.request_timeout_s, on_progress)
+        serve(self.engine, self.metrics, requests, respond, self.request_timeout_s, on_progress,
+              in_flight=self.in_flight)
         return None

@@ -1,0 +1,283 @@
+"""One edit across several devices: diffusers' Ulysses context parallelism, one process per device.
+
+Rank 0 is the serving process. It hosts a TCPStore on 127.0.0.1 (a port the OS picks) and starts one
+worker process per extra device (`ContextParallelGroup.start`); all join one torch.distributed group
+(NCCL on GPUs, gloo on CPUs) plus a gloo group for control messages, which never waits on a GPU. Every
+rank holds the whole pipeline on its own device; the transformer splits each sequence across the
+ranks (all-to-all around attention), and every rank runs the same pipeline call in lockstep:
+
+- rank 0 broadcasts each batch (`share`); workers follow (`follow`), rank 0's warm-up included;
+- after every step rank 0 broadcasts whether to stop (`agree`), so every rank stops at the same step;
+- First Block Cache averages its residual difference over the ranks before deciding (identical
+  decisions, or the collectives would deadlock);
+- only rank 0 decodes latents and encodes images.
+
+A worker that exits or stops sending heartbeats breaks the group: rank 0's `on_failure` hears of it
+within HEARTBEAT_TIMEOUT_S, whatever rank 0 is blocked in. A group is not repaired in place (a
+collective stuck on a GPU cannot be taken back): the owner answers what was in flight and starts again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+# NVLink multicast (NVLS) stays off in every process: NCCL, symmetric memory and NVSHMEM each have a switch.
+NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_TIMEOUT_S = 10.0
+# A collective that waits this long has a peer that will never come (NCCL's own watchdog then aborts).
+# Long, because ranks compile their graphs independently at warm-up and may arrive minutes apart.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=15)
+JOIN_TIMEOUT_S = 30.0
+
+FailureCallback = Callable[[str], None]
+
+
+class GroupBroken(RuntimeError):
+    """A pipeline call failed because a worker of the group died or hung (the message says which)."""
+
+
+def attention_backend_for(device: torch.device) -> str:
+    """A diffusers attention backend that can split attention across ranks: cuDNN's SDPA kernel on a
+    GPU (the kernel plain SDPA picks there), the native one on a CPU."""
+    return "_native_cudnn" if device.type == "cuda" else "native"
+
+
+def enable_context_parallel(transformer, device: torch.device) -> None:
+    """Ulysses over every rank of the default group, through the transformer's own `_cp_plan`.
+
+    What `ModelMixin.enable_parallelism` does, with the mesh built on this rank's device: diffusers
+    0.42.1 derives the device as rank % device_count, which is another instance's GPU for a group on
+    GPUs 2 and 3, and a division by zero on a CPU. Each sequence must divide by the degree
+    (`tokens_divide`): diffusers' uneven split (`ulysses_anything`) cannot be compiled (torch 2.11
+    Dynamo: "ProcessGroupVariable" unsupported) and gloo cannot gather uneven pieces.
+    """
+    from diffusers import ContextParallelConfig
+    from diffusers.hooks.context_parallel import apply_context_parallel
+    from diffusers.models._modeling_parallel import ParallelConfig
+    from torch.distributed.device_mesh import init_device_mesh
+
+    degree = dist.get_world_size()
+    mesh = init_device_mesh(device.type, (1, degree), mesh_dim_names=("ring", "ulysses"))
+    context = ContextParallelConfig(ulysses_degree=degree, mesh=mesh)
+    config = ParallelConfig(context_parallel_config=context)
+    config.setup(dist.get_rank(), degree, device, mesh=mesh)
+    transformer._parallel_config = config
+    for module in transformer.modules():
+        processor = getattr(module, "processor", None)
+        if processor is not None and hasattr(processor, "_parallel_config"):
+            processor._parallel_config = config
+    apply_context_parallel(transformer, context, transformer._cp_plan)
+
+
+class ContextParallelGroup:
+    """This process's place in a context-parallel group: its rank, the control channel, and on rank 0
+    the worker processes and their monitor."""
+
+    def __init__(self, rank: int, world_size: int, device: torch.device, control):
+        self.rank = rank
+        self.world_size = world_size
+        self.device = device
+        self._control = control
+        self._workers: list[subprocess.Popen] = []
+        self._monitor: Optional[threading.Thread] = None
+        self._stopping = threading.Event()
+        self._broken = threading.Event()
+        self.failure: Optional[str] = None
+
+    # ---- joining -------------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, devices: Sequence[torch.device], worker_args: Sequence[str],
+              on_failure: Optional[FailureCallback] = None) -> "ContextParallelGroup":
+        """Rank 0: starts one worker per device after the first (each runs `python -m
+        kontext_engine.context_parallel` with worker_args) and joins the group with them."""
+        os.environ.update(NO_MULTICAST)
+        world_size = len(devices)
+        store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False,
+                              timeout=datetime.timedelta(seconds=JOIN_TIMEOUT_S * 4))
+        workers = []
+        for rank, device in enumerate(devices[1:], start=1):
+            command = [python_interpreter(), "-m", __name__, "--rank", str(rank), "--world-size", str(world_size),
+                       "--port", str(store.port), "--device", str(device), *worker_args]
+            workers.append(subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                            env={**os.environ, **NO_MULTICAST}, start_new_session=True))
+        try:
+            group = cls._join(0, world_size, devices[0], store)
+        except Exception:
+            _kill(workers)
+            raise
+        group._workers = workers
+        group._monitor = threading.Thread(target=group._watch, args=(on_failure,), name="context-parallel-monitor",
+                                          daemon=True)
+        group._monitor.start()
+        return group
+
+    @classmethod
+    def _join(cls, rank: int, world_size: int, device: torch.device, store) -> "ContextParallelGroup":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
+                                timeout=COLLECTIVE_TIMEOUT, device_id=device if device.type == "cuda" else None)
+        control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
+        return cls(rank, world_size, device, control)
+
+    # ---- lockstep messages ---------------------------------------------------------------------
+
+    def share(self, message):
+        """Rank 0 sends message to every worker; a worker gets rank 0's (its own argument is ignored)."""
+        box = [message if self.rank == 0 else None]
+        dist.broadcast_object_list(box, src=0, group=self._control)
+        return box[0]
+
+    def agree(self, decision: bool) -> bool:
+        """Rank 0's decision, on every rank (after each denoising step: stop or go on)."""
+        flag = torch.tensor([int(decision)], dtype=torch.int32)
+        dist.broadcast(flag, src=0, group=self._control)
+        return bool(flag.item())
+
+    # ---- faults and shutdown (rank 0) ------------------------------------------------------------
+
+    def _watch(self, on_failure: Optional[FailureCallback]) -> None:
+        """Reports the first worker that exits or goes HEARTBEAT_TIMEOUT_S without a heartbeat."""
+        selector = selectors.DefaultSelector()
+        heard = {}
+        for rank, worker in enumerate(self._workers, start=1):
+            os.set_blocking(worker.stdout.fileno(), False)
+            selector.register(worker.stdout, selectors.EVENT_READ, rank)
+            heard[rank] = time.monotonic()
+        while not self._stopping.is_set():
+            for key, _ in selector.select(timeout=HEARTBEAT_INTERVAL_S):
+                if key.fileobj.read():
+                    heard[key.data] = time.monotonic()
+            problem = self._problem(heard)
+            if problem is not None and not self._stopping.is_set():
+                self.failure = problem
+                self._broken.set()
+                log.error("context-parallel group broken: %s", problem)
+                _kill(self._workers)
+                if on_failure is not None:
+                    on_failure(problem)
+                return
+
+    def broken(self, wait_s: float) -> Optional[str]:
+        """The group's failure, waiting up to wait_s for the monitor's verdict (a collective may fail
+        before the monitor noticed why); None if the group is whole."""
+        self._broken.wait(wait_s)
+        return self.failure
+
+    def _problem(self, heard: dict) -> Optional[str]:
+        now = time.monotonic()
+        for rank, worker in enumerate(self._workers, start=1):
+            if worker.poll() is not None:
+                return f"worker rank {rank} ({worker.args[worker.args.index('--device') + 1]}) exited with code {worker.returncode}"
+            if now - heard[rank] > HEARTBEAT_TIMEOUT_S:
+                return f"worker rank {rank} sent no heartbeat for {now - heard[rank]:.0f} s"
+        return None
+
+    def close(self) -> None:
+        """Rank 0: asks the workers to stop, waits for them (then kills), leaves the group."""
+        self._stopping.set()
+        if self.failure is None:
+            try:
+                self.share(("stop",))
+            except Exception:  # a broken group cannot carry the message; the workers are killed below
+                log.warning("stop message not delivered", exc_info=True)
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        for worker in self._workers:
+            try:
+                worker.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        _kill(self._workers)
+        if self._monitor is not None:
+            self._monitor.join(timeout=HEARTBEAT_INTERVAL_S * 3)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _kill(workers: Sequence[subprocess.Popen]) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait()
+        if worker.stdout is not None:
+            worker.stdout.close()
+
+
+def python_interpreter() -> str:
+    """The interpreter of this environment. Inside Triton's Python backend stub sys.executable is not
+    a Python; the stub found its Python through PATH, so the workers do too."""
+    if Path(sys.executable).name.startswith("python"):
+        return sys.executable
+    found = shutil.which("python3") or shutil.which("python")
+    if found is None:
+        raise RuntimeError("context parallelism needs a python3 on PATH to start its workers")
+    return found
+
+
+# ---- the worker process ---------------------------------------------------------------------------
+
+def worker_arguments(settings, max_batch_size: int, cache_dir: Path) -> list[str]:
+    """What a worker needs to build the same engine as rank 0."""
+    return ["--settings", json.dumps(dataclasses.asdict(settings)), "--max-batch-size", str(max_batch_size),
+            "--cache-dir", str(cache_dir)]
+
+
+def _heartbeat() -> None:
+    """One byte per interval on stdout (a pipe to rank 0's monitor); stops when the process stops."""
+    out = sys.stdout.buffer
+    while True:
+        out.write(b".")
+        out.flush()
+        time.sleep(HEARTBEAT_INTERVAL_S)
+
+
+def worker_main(argv: Optional[Sequence[str]] = None) -> int:
+    from .engine import KontextEngine
+    from .settings import EngineSettings
+
+    parser = argparse.ArgumentParser(description="A context-parallel worker (started by rank 0, not by hand).")
+    parser.add_argument("--rank", type=int, required=True)
+    parser.add_argument("--world-size", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--device", required=True)
+    parser.add_argument("--settings", required=True)
+    parser.add_argument("--max-batch-size", type=int, required=True)
+    parser.add_argument("--cache-dir", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"context-parallel rank {args.rank} %(levelname)s %(name)s: %(message)s")
+    threading.Thread(target=_heartbeat, name="heartbeat", daemon=True).start()
+    device = torch.device(args.device)
+    store = dist.TCPStore("127.0.0.1", args.port, args.world_size, is_master=False,
+                          timeout=datetime.timedelta(seconds=JOIN_TIMEOUT_S))
+    group = ContextParallelGroup._join(args.rank, args.world_size, device, store)
+    settings = EngineSettings(**json.loads(args.settings))
+    engine = KontextEngine.build(settings, device, args.max_batch_size, Path(args.cache_dir), group)
+    engine.follow(Path(args.cache_dir))
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())
