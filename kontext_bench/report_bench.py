@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path("perf/results")  # run from the repository root
 
 
 def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
@@ -26,20 +26,26 @@ def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
 
 def bench_table(benches: list[dict]) -> list[str]:
     lines = [
-        "| run | variant | shape | steps | e2e s (median, min-max) | vs baseline | full step ms | cached step ms "
+        "| run | variant | GPUs | shape | steps | e2e s (median, min-max) | vs baseline | full step ms | cached step ms "
         "| steps computed | TFLOP/s | x floor | peak GiB | PSNR dB | rel L2 | first-call warm-up s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for report in benches:
+        # The baseline of a row: variant "baseline" of the run, or the same variant on one GPU (context parallel).
         baseline = {(r["shape"], r["steps"]): r["e2e_median_s"] for r in report["rows"] if r["variant"] == "baseline"}
+        one_gpu = {(r["variant"], r["shape"], r["steps"]): r["e2e_median_s"] for r in report["rows"]
+                   if r.get("gpus", 1) == 1}
         for r in report["rows"]:
-            base = baseline.get((r["shape"], r["steps"]))
-            speedup = f"{base / r['e2e_median_s']:.2f}x" if base else "-"
+            gpus = r.get("gpus", 1)
+            base = one_gpu.get((r["variant"], r["shape"], r["steps"])) if gpus > 1 else baseline.get((r["shape"], r["steps"]))
+            speedup = (f"{base / r['e2e_median_s']:.2f}x" + (" vs 1 GPU" if gpus > 1 else "")) if base else "-"
+            if gpus > 1 and "psnr_db_vs_1gpu" in r:
+                r = {**r, "psnr_db": r["psnr_db_vs_1gpu"], "rel_l2": f"{r['rel_l2_vs_1gpu']} vs 1 GPU"}
             floor = f"{r['ratio_to_floor']:.2f} ({r['floor_kind']})" if r.get("ratio_to_floor") else "-"
             computed = f"{r['steps_computed'][0]}/{r['steps']}"
             psnr = "-" if "psnr_db" not in r else ("identical" if r["psnr_db"] == float("inf") else f"{r['psnr_db']:.1f}")
             lines.append(
-                f"| {report['file'].split('.')[0]} | {r['variant']} | {r['shape']} | {r['steps']} "
+                f"| {report['file'].split('.')[0]} | {r['variant']} | {gpus} | {r['shape']} | {r['steps']} "
                 f"| {r['e2e_median_s']:.3f} ({min(r['e2e_s']):.3f}-{max(r['e2e_s']):.3f}) | {speedup} "
                 f"| {r['full_step_ms'] or '-'} | {r['cached_step_ms'] or '-'} | {computed} "
                 f"| {r.get('achieved_tflops', '-')} | {floor} | {r.get('peak_mem_gib', '-')} | {psnr} "
