@@ -275,9 +275,12 @@ def worker_main(argv: Optional[Sequence[str]] = None) -> int:
     settings = EngineSettings(**json.loads(args.settings))
     engine = KontextEngine.build(settings, device, args.max_batch_size, Path(args.cache_dir), group)
     engine.follow(Path(args.cache_dir))
-    dist.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main())
+    code = worker_main()
+    # At once: rank 0 tears the group (and its store) down as soon as the workers are gone, and a
+    # worker that waited in destroy_process_group() or interpreter shutdown would poll a dead store.
+    logging.shutdown()
+    os._exit(code)
