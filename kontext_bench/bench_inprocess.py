@@ -81,6 +81,7 @@ VARIANTS = {
 SHAPES = {  # name: (width, height, edit?)
     "edit1024": (1024, 1024, True),
     "edit512": (512, 512, True),
+    "edit256": (256, 256, True),  # the tiny model's CPU runs (fidelity sheet tests)
     "t2i1024": (1024, 1024, False),
     "t2i1008": (1008, 1008, False),  # 63x63 = 3969 image tokens: does not divide by 2 or 4 devices
 }
