@@ -119,12 +119,18 @@ def _compile(pipeline, settings: EngineSettings) -> None:
 
 
 def compile_cache_key(settings: EngineSettings, device: torch.device, model_config: dict) -> str:
-    """Artifacts are valid only for the same torch, GPU, model architecture and compile settings."""
+    """Artifacts are valid only for the same torch, diffusers, torchao, GPU, model architecture and
+    settings (model_source aside: weights do not change compiled code)."""
     import diffusers
 
+    try:
+        from torchao import __version__ as torchao_version  # FP8's kernels come from torchao
+    except ImportError:
+        torchao_version = None
     material = {
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
+        "torchao": torchao_version,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "capability": torch.cuda.get_device_capability(device) if device.type == "cuda" else None,
         "model": model_config,

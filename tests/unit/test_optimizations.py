@@ -3,6 +3,9 @@
 import io
 from dataclasses import replace
 
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -151,6 +154,30 @@ def test_compile_cache_key_changes_with_compile_settings():
     assert regional == compile_cache_key(replace(BASE, compile="regional"), cpu, config)
     assert regional != compile_cache_key(replace(BASE, compile="full"), cpu, config)
     assert regional != compile_cache_key(replace(BASE, compile="regional"), cpu, {"num_layers": 2})
+    assert regional != compile_cache_key(replace(BASE, compile="regional", context_parallel=2), cpu, config)
+    assert regional == compile_cache_key(replace(BASE, compile="regional", model_source="/models/x"), cpu, config)
+
+
+def test_compile_cache_key_changes_with_software_and_gpu(monkeypatch):
+    """A changed torch, diffusers, torchao or GPU never loads a stale artifact."""
+    import diffusers
+
+    config, settings = {"num_layers": 1}, replace(BASE, compile="regional")
+    key = compile_cache_key(settings, torch.device("cpu"), config)
+    for module, attribute in ((torch, "__version__"), (diffusers, "__version__")):
+        with monkeypatch.context() as patched:
+            patched.setattr(module, attribute, "0.0.0-other")
+            assert compile_cache_key(settings, torch.device("cpu"), config) != key
+    with monkeypatch.context() as patched:
+        patched.setitem(sys.modules, "torchao", types.SimpleNamespace(__version__="0.0.0-other"))
+        assert compile_cache_key(settings, torch.device("cpu"), config) != key
+    cards = {}
+    for card in ("NVIDIA H100 80GB HBM3", "NVIDIA H200"):
+        with monkeypatch.context() as patched:
+            patched.setattr(torch.cuda, "get_device_name", lambda device, card=card: card)
+            patched.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))
+            cards[card] = compile_cache_key(settings, torch.device("cuda", 0), config)
+    assert len({key, *cards.values()}) == 3
 
 
 def test_fp8_is_refused_on_cpu_naming_the_option():
