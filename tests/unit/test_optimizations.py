@@ -1,10 +1,9 @@
 """Each optimization on the tiny model: it is applied, changes nothing it should not, stays deterministic."""
 
 import io
-from dataclasses import replace
-
 import sys
 import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
