@@ -27,6 +27,7 @@ import logging
 import os
 import selectors
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -39,14 +40,16 @@ import torch.distributed as dist
 
 log = logging.getLogger(__name__)
 
-# NVLink multicast (NVLS) stays off in every process: NCCL, symmetric memory and NVSHMEM each have a switch.
-NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+# Every process: NVLink multicast (NVLS) off (NCCL, symmetric memory and NVSHMEM each have a switch), and
+# gloo's and NCCL's own sockets on the loopback interface only (the group never leaves the host).
+GROUP_ENVIRONMENT = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
+                     "GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
 HEARTBEAT_INTERVAL_S = 1.0
-HEARTBEAT_TIMEOUT_S = 10.0
+HEARTBEAT_TIMEOUT_S = 10.0  # counted from a worker's first heartbeat (imports come before it)
 # A collective that waits this long has a peer that will never come (NCCL's own watchdog then aborts).
 # Long, because ranks compile their graphs independently at warm-up and may arrive minutes apart.
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=15)
-JOIN_TIMEOUT_S = 30.0
+JOIN_TIMEOUT_S = 60.0  # for every worker to start and join
 
 FailureCallback = Callable[[str], None]
 
@@ -76,6 +79,9 @@ def enable_context_parallel(transformer, device: torch.device) -> None:
     from torch.distributed.device_mesh import init_device_mesh
 
     degree = dist.get_world_size()
+    heads = transformer.config.num_attention_heads
+    if heads % degree:  # Ulysses gives each rank a share of the heads (the text's 512 tokens divide by 2..512)
+        raise ValueError(f"context_parallel={degree} must divide the transformer's {heads} attention heads")
     mesh = init_device_mesh(device.type, (1, degree), mesh_dim_names=("ring", "ulysses"))
     context = ContextParallelConfig(ulysses_degree=degree, mesh=mesh)
     config = ParallelConfig(context_parallel_config=context)
@@ -101,6 +107,8 @@ class ContextParallelGroup:
         self._monitor: Optional[threading.Thread] = None
         self._stopping = threading.Event()
         self._broken = threading.Event()
+        self._failing = threading.Lock()
+        self._on_failure: Optional[FailureCallback] = None
         self.failure: Optional[str] = None
 
     # ---- joining -------------------------------------------------------------------------------
@@ -109,26 +117,30 @@ class ContextParallelGroup:
     def start(cls, devices: Sequence[torch.device], worker_args: Sequence[str],
               on_failure: Optional[FailureCallback] = None) -> "ContextParallelGroup":
         """Rank 0: starts one worker per device after the first (each runs `python -m
-        kontext_engine.context_parallel` with worker_args) and joins the group with them."""
-        os.environ.update(NO_MULTICAST)
+        kontext_engine.parallel_worker` with worker_args) and joins the group with them. The monitor
+        runs from the first worker's start, so a worker that dies before joining is reported."""
+        os.environ.update(GROUP_ENVIRONMENT)
         world_size = len(devices)
-        store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False,
-                              timeout=datetime.timedelta(seconds=JOIN_TIMEOUT_S * 4))
-        workers = []
-        for rank, device in enumerate(devices[1:], start=1):
-            command = [python_interpreter(), "-m", __name__, "--rank", str(rank), "--world-size", str(world_size),
-                       "--port", str(store.port), "--device", str(device), *worker_args]
-            workers.append(subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                            env={**os.environ, **NO_MULTICAST}, start_new_session=True))
+        listener = socket.create_server(("127.0.0.1", 0))  # the store listens on loopback only
+        port = listener.getsockname()[1]
+        store = dist.TCPStore("127.0.0.1", port, world_size, is_master=True, wait_for_workers=False,
+                              master_listen_fd=listener.detach(), timeout=datetime.timedelta(seconds=JOIN_TIMEOUT_S))
+        group = cls(0, world_size, devices[0], control=None)
         try:
-            group = cls._join(0, world_size, devices[0], store)
-        except Exception:
-            _kill(workers)
+            for rank, device in enumerate(devices[1:], start=1):
+                command = [python_interpreter(), "-m", "kontext_engine.parallel_worker", "--rank", str(rank),
+                           "--world-size", str(world_size), "--port", str(port), "--device", str(device),
+                           "--parent-pid", str(os.getpid()), *worker_args]
+                group._workers.append(subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                                       env={**os.environ, **GROUP_ENVIRONMENT}))
+            group._monitor = threading.Thread(target=group._watch, args=(on_failure,),
+                                              name="context-parallel-monitor", daemon=True)
+            group._monitor.start()
+            group._control = cls._join(0, world_size, devices[0], store)._control
+        except BaseException:
+            group._stopping.set()
+            _kill(group._workers)
             raise
-        group._workers = workers
-        group._monitor = threading.Thread(target=group._watch, args=(on_failure,), name="context-parallel-monitor",
-                                          daemon=True)
-        group._monitor.start()
         return group
 
     @classmethod
@@ -159,25 +171,32 @@ class ContextParallelGroup:
 
     def _watch(self, on_failure: Optional[FailureCallback]) -> None:
         """Reports the first worker that exits or goes HEARTBEAT_TIMEOUT_S without a heartbeat."""
+        self._on_failure = on_failure
         selector = selectors.DefaultSelector()
-        heard = {}
+        heard = {}  # rank -> time of its last heartbeat; absent until its first
         for rank, worker in enumerate(self._workers, start=1):
             os.set_blocking(worker.stdout.fileno(), False)
             selector.register(worker.stdout, selectors.EVENT_READ, rank)
-            heard[rank] = time.monotonic()
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and self.failure is None:
             for key, _ in selector.select(timeout=HEARTBEAT_INTERVAL_S):
                 if key.fileobj.read():
                     heard[key.data] = time.monotonic()
             problem = self._problem(heard)
             if problem is not None and not self._stopping.is_set():
-                self.failure = problem
-                self._broken.set()
-                log.error("context-parallel group broken: %s", problem)
-                _kill(self._workers)
-                if on_failure is not None:
-                    on_failure(problem)
+                self.fail(problem)
+
+    def fail(self, problem: str) -> None:
+        """Marks the group broken (once): its workers are killed and on_failure hears why. Called by the
+        monitor, and by rank 0 when a call failed on it (the workers can no longer be in step)."""
+        with self._failing:
+            if self.failure is not None:
                 return
+            self.failure = problem
+        self._broken.set()
+        log.error("context-parallel group broken: %s", problem)
+        if self._on_failure is not None:
+            self._on_failure(problem)
+        _kill(self._workers)
 
     def broken(self, wait_s: float) -> Optional[str]:
         """The group's failure, waiting up to wait_s for the monitor's verdict (a collective may fail
@@ -190,7 +209,7 @@ class ContextParallelGroup:
         for rank, worker in enumerate(self._workers, start=1):
             if worker.poll() is not None:
                 return f"worker rank {rank} ({worker.args[worker.args.index('--device') + 1]}) exited with code {worker.returncode}"
-            if now - heard[rank] > HEARTBEAT_TIMEOUT_S:
+            if rank in heard and now - heard[rank] > HEARTBEAT_TIMEOUT_S:
                 return f"worker rank {rank} sent no heartbeat for {now - heard[rank]:.0f} s"
         return None
 
@@ -243,12 +262,19 @@ def worker_arguments(settings, max_batch_size: int, cache_dir: Path) -> list[str
             "--cache-dir", str(cache_dir)]
 
 
-def _heartbeat() -> None:
-    """One byte per interval on stdout (a pipe to rank 0's monitor); stops when the process stops."""
+def _heartbeat(parent_pid: int) -> None:
+    """One byte per interval on stdout (a pipe to rank 0's monitor). When rank 0 is gone (the pipe
+    broke, or this process was handed to another parent) the worker ends itself: nothing else would,
+    and it holds a GPU."""
     out = sys.stdout.buffer
     while True:
-        out.write(b".")
-        out.flush()
+        try:
+            out.write(b".")
+            out.flush()
+        except OSError:
+            os._exit(1)
+        if os.getppid() != parent_pid:
+            os._exit(1)
         time.sleep(HEARTBEAT_INTERVAL_S)
 
 
@@ -261,13 +287,14 @@ def worker_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--world-size", type=int, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--device", required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--settings", required=True)
     parser.add_argument("--max-batch-size", type=int, required=True)
     parser.add_argument("--cache-dir", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"context-parallel rank {args.rank} %(levelname)s %(name)s: %(message)s")
-    threading.Thread(target=_heartbeat, name="heartbeat", daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(args.parent_pid,), name="heartbeat", daemon=True).start()
     device = torch.device(args.device)
     store = dist.TCPStore("127.0.0.1", args.port, args.world_size, is_master=False,
                           timeout=datetime.timedelta(seconds=JOIN_TIMEOUT_S))
@@ -276,11 +303,3 @@ def worker_main(argv: Optional[Sequence[str]] = None) -> int:
     engine = KontextEngine.build(settings, device, args.max_batch_size, Path(args.cache_dir), group)
     engine.follow(Path(args.cache_dir))
     return 0
-
-
-if __name__ == "__main__":
-    code = worker_main()
-    # At once: rank 0 tears the group (and its store) down as soon as the workers are gone, and a
-    # worker that waited in destroy_process_group() or interpreter shutdown would poll a dead store.
-    logging.shutdown()
-    os._exit(code)

@@ -131,6 +131,10 @@ class KontextEngine:
         requests = warmup_requests(self.settings.warmup_shapes, self.settings.warmup_steps)
         if not requests:
             return
+        for request in requests:
+            problem = self._unsplittable(request)
+            if problem is not None:
+                raise UnsupportedOption(f"warmup_shapes: {problem.reason}")
         artifacts = self.compile_artifacts(cache_dir)
         if artifacts is not None:
             log.info("compile artifacts %s: %s", "loaded" if load_compile_artifacts(artifacts) else "absent", artifacts)
@@ -158,9 +162,9 @@ class KontextEngine:
             try:
                 self._denoise(message[1], output_type="latent")
             except Cancelled:
-                pass
-            except Exception:  # rank 0 ran the same call on the same inputs and failed the same way
-                log.exception("batch failed")
+                pass  # rank 0 decided; every rank stopped at the same step
+            # Any other failure ends this worker: rank 0 may not have failed alike, and the group
+            # cannot be brought back in step. Rank 0's monitor sees the exit and the instance restarts.
 
     def _warmup_batch_sizes(self, compiled: bool) -> tuple[int, ...]:
         """Static shapes compile each batch size; otherwise batch 1 and one symbolic graph for the rest."""
@@ -236,17 +240,21 @@ class KontextEngine:
             raise ValueError("generate() needs requests with equal batch_key")
         if should_stop is not None and should_stop():
             raise Cancelled("cancelled before denoising started")
-        if self.group is not None:
-            self.group.share(("generate", batch))  # the workers run this call with us
         started = time.perf_counter()
         try:
+            if self.group is not None:
+                self.group.share(("generate", batch))  # the workers run this call with us
             output, steps_computed, threshold = self._denoise(batch, on_step, should_stop)
         except Cancelled:
             raise
         except Exception as exc:
-            if self.group is not None and self.group.broken(wait_s=GROUP_VERDICT_S):
-                raise GroupBroken(self.group.failure) from exc
-            raise
+            if self.group is None:
+                raise
+            # The group is out of step now, whoever failed first: a worker (the monitor names it,
+            # give it a moment) or this rank alone.
+            problem = self.group.broken(wait_s=GROUP_VERDICT_S) or f"rank 0 failed ({type(exc).__name__})"
+            self.group.fail(problem)
+            raise GroupBroken(problem) from exc
         pipeline_s = time.perf_counter() - started
 
         results = []
@@ -317,7 +325,7 @@ class KontextEngine:
         tokens = (request.width // contract.SIZE_MULTIPLE) * (request.height // contract.SIZE_MULTIPLE) * (2 if request.image is not None else 1)
         if tokens % self.group.world_size == 0:
             return None
-        return InvalidRequest("width", f"{request.width}x{request.height} gives {tokens} image tokens, which do not "
+        return InvalidRequest("width", f"{request.width}x{request.height} (width x height) gives {tokens} image tokens, which do not "
                                        f"split over this server's {self.group.world_size} GPUs; use a width and "
                                        f"height that are multiples of {contract.SIZE_MULTIPLE * self.group.world_size}")
 

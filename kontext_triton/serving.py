@@ -21,7 +21,8 @@ from kontext_engine.profiles import settings_from_parameters
 from .metrics import KontextMetrics
 from .parameters import request_timeout_s, split_parameters
 
-# Seconds a failing stub waits after answering its in-flight requests before it exits.
+# Seconds a stub whose group broke waits for its execute() to return, then for its answers to leave.
+STUCK_EXECUTE_S = 10.0
 GROUP_FAILURE_FLUSH_S = 1.0
 
 # (request position in execute's list, steps done, steps total, seconds since its batch started)
@@ -45,7 +46,7 @@ def model_parameters(config: dict) -> tuple[dict[str, str], dict[str, str]]:
                             os.environ)
 
 
-def instance_devices(args: dict, degree: int, gpu_count: int) -> list[torch.device]:
+def instance_devices(args: dict, degree: int, gpu_count: int, groups: int = 1) -> list[torch.device]:
     """The devices this instance owns, rank 0's first.
 
     degree 1: the device Triton assigned (KIND_GPU with its device id, else the CPU); never GPU 0 by
@@ -61,6 +62,8 @@ def instance_devices(args: dict, degree: int, gpu_count: int) -> list[torch.devi
     if kind != "MODEL":
         raise ValueError(f"context_parallel={degree} needs instance_group kind KIND_MODEL (or KIND_CPU), "
                          f"not KIND_{kind}")
+    if groups != 1:  # instance indices count within a group: two groups would claim the same GPUs
+        raise ValueError(f"context_parallel={degree} needs exactly one instance_group (use its count), got {groups}")
     index = instance_index(args["model_instance_name"])
     first = degree * index
     if first + degree > gpu_count:
@@ -83,7 +86,8 @@ def load_engine(args: dict, config: dict, engine_parameters: dict[str, str],
     use_utf8_text_files()
     settings = settings_from_parameters(engine_parameters, os.environ)
     gpu_count = torch.cuda.device_count() if settings.context_parallel > 1 else 0
-    device, *worker_devices = instance_devices(args, settings.context_parallel, gpu_count)
+    device, *worker_devices = instance_devices(args, settings.context_parallel, gpu_count,
+                                               groups=len(config.get("instance_group", [])))
     engine = KontextEngine.load(settings, device, max_batch_size=max(1, config["max_batch_size"]),
                                 worker_devices=worker_devices, on_group_failure=on_group_failure)
     devices = ", ".join(str(d) for d in (device, *worker_devices))
@@ -134,15 +138,19 @@ def group_failure_message(problem: str) -> str:
 
 
 class InFlight:
-    """How to answer the requests of the execute() now running from another thread: a broken
-    context-parallel group fails them while execute() may be stuck in a collective."""
+    """The execute() now running, seen from other threads: a broken context-parallel group answers its
+    requests (execute() may be stuck in a collective) and waits for it to end before the stub exits."""
 
     def __init__(self):
         self._fail_all: Optional[Callable[[str], None]] = None
+        self.idle = threading.Event()  # no execute() running
+        self.idle.set()
+        self.broken: Optional[str] = None  # once set, every request is answered with it at once
 
     def fail_all(self, message: str) -> None:
-        if self._fail_all is not None:
-            self._fail_all(message)
+        fail_all = self._fail_all  # read once: serve() clears it when its execute() ends
+        if fail_all is not None:
+            fail_all(message)
 
 
 def serve(
@@ -206,16 +214,21 @@ def serve(
         clock["last_step"] = now
         if on_progress is not None:
             for index in indices:
-                on_progress(positions[index], done, total, now - clock["batch_started"])
+                if not answered[positions[index]]:
+                    on_progress(positions[index], done, total, now - clock["batch_started"])
 
+    # A request answered already (by another thread: InFlight) is never touched again: Triton 2.51 frees
+    # its response factory, and asking it is_cancelled() then crashes the server (measured: SIGSEGV).
     def stop_requested(index: int) -> bool:
         position = positions[index]
-        return requests[position].is_cancelled() or time.monotonic() > deadlines[position]
+        return answered[position] or requests[position].is_cancelled() or time.monotonic() > deadlines[position]
 
     def on_done(index, outcome):
         clock["batch_started"] = time.monotonic()
         position = positions[index]
         request = requests[position]
+        if answered[position]:
+            return
         if request.is_cancelled():
             answer(position, "cancelled", error_response("request cancelled by the client",
                                                          pb_utils.TritonError.CANCELLED))
@@ -241,12 +254,17 @@ def serve(
             answer(position, "failed", error_response(message, pb_utils.TritonError.UNAVAILABLE))
 
     if in_flight is not None:
+        in_flight.idle.clear()
         in_flight._fail_all = fail_all
     try:
-        engine.run(valid, on_step=on_step, is_cancelled=stop_requested, on_done=on_done)
+        if in_flight is not None and in_flight.broken is not None:
+            fail_all(in_flight.broken)  # the instance is about to restart
+        else:
+            engine.run(valid, on_step=on_step, is_cancelled=stop_requested, on_done=on_done)
     finally:
         if in_flight is not None:
             in_flight._fail_all = None
+            in_flight.idle.set()
         metrics.batch_size(0)
         for position, done in enumerate(answered):  # a safety net: no request is ever left waiting
             if not done:
@@ -268,13 +286,23 @@ class EngineModel:
         self.metrics = KontextMetrics(args["model_name"])
 
     def group_failed(self, problem: str) -> None:
-        """A worker of this instance's context-parallel group died or hung. The group cannot be
-        repaired in place (a collective may be stuck on a GPU): answer what is in flight, then end
-        this stub process; the server's watchdog (kontext-serve) loads the instance again."""
+        """A worker of this instance's context-parallel group died or hung, or a call failed on rank 0.
+        The group cannot be repaired in place (a collective may be stuck on a GPU): answer what is in
+        flight, then end this stub process once execute() has returned (tritonserver 2.51 crashes when a
+        stub exits inside execute(); one stuck for STUCK_EXECUTE_S is not waited for); the server's
+        watchdog (kontext-serve) loads the instance again."""
+        message = group_failure_message(problem)
+        self.in_flight.broken = message
         pb_utils.Logger.log_error(f"{self.instance_name}: context-parallel group broken ({problem}); restarting")
-        self.in_flight.fail_all(group_failure_message(problem))
-        time.sleep(GROUP_FAILURE_FLUSH_S)  # let the answers leave before the process ends
-        os._exit(1)
+        self.in_flight.fail_all(message)
+        threading.Thread(target=self._exit_when_idle, name="group-failed-exit", daemon=True).start()
+
+    def _exit_when_idle(self) -> None:
+        try:
+            self.in_flight.idle.wait(STUCK_EXECUTE_S)
+            time.sleep(GROUP_FAILURE_FLUSH_S)  # let the answers leave before the process ends
+        finally:
+            os._exit(1)
 
     def finalize(self):
         engine, self.engine = self.engine, None

@@ -19,7 +19,7 @@ from tests.integration.conftest import running_server
 from tests.integration.helpers import infer, png, wait_for
 
 pytestmark = pytest.mark.integration
-WORKER_MODULE = "kontext_engine.context_parallel"
+WORKER_MODULE = "kontext_engine.parallel_worker"
 
 
 def workers() -> list[int]:

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from kontext_engine import KontextEngine
+from kontext_engine import GroupBroken, KontextEngine
 from kontext_engine.context_parallel import HEARTBEAT_INTERVAL_S, HEARTBEAT_TIMEOUT_S
 from kontext_engine.settings import EngineSettings
 from tests.unit.test_context_parallel import CPU, request
@@ -42,3 +42,26 @@ def test_a_worker_that_dies_or_hangs_is_reported_and_cleaned_up(how):
         engine.close()
         assert time.monotonic() - started < 10
     assert worker.poll() is not None  # no orphan
+
+
+def test_a_failure_on_rank_0_alone_breaks_the_group_cleanly():
+    """The worker already ran the step rank 0 failed in: the two can never be in step again, so the call
+    ends in GroupBroken, the group reports itself broken and its worker is gone (no later call pairs
+    with a stale collective)."""
+    failures = Failures()
+    engine = KontextEngine.load(EngineSettings(context_parallel=2), CPU, worker_devices=[CPU],
+                                on_group_failure=failures)
+    (worker,) = engine.group._workers
+
+    def progress_hook_that_breaks(done, total):
+        raise RuntimeError("a progress hook failed on rank 0 only")
+
+    try:
+        with pytest.raises(GroupBroken, match="rank 0 failed"):
+            engine.generate([request(steps=6)], on_step=progress_hook_that_breaks)
+        assert failures.messages == ["rank 0 failed (RuntimeError)"]
+        assert worker.poll() is not None
+        with pytest.raises(GroupBroken):  # and the next call says so at once, rather than hang
+            engine.generate([request()])
+    finally:
+        engine.close()

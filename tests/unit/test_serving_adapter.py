@@ -188,3 +188,6 @@ def test_an_instance_owns_a_disjoint_gpu_set(serving):
         devices("MODEL", name="flux_kontext_0_2")
     with pytest.raises(ValueError, match="KIND_MODEL"):
         devices("GPU", degree=2)  # Triton would start one instance per listed GPU
+    args = {"model_instance_kind": "MODEL", "model_instance_name": "flux_kontext_1_0", "model_instance_device_id": "0"}
+    with pytest.raises(ValueError, match="exactly one instance_group"):  # indices restart in each group
+        serving.instance_devices(args, 2, 4, groups=2)
