@@ -114,17 +114,19 @@ def main(argv=None) -> int:
         settings = replace(EngineSettings(model_source=args.source, compile_cache=False, context_parallel=gpus),
                            **VARIANTS[variant])
         engine = KontextEngine.load(settings, device, worker_devices=[torch.device("cuda", r) for r in range(1, gpus)])
-        for shape in args.shapes.split(","):
-            width, height, edit = SHAPES[shape]
-            engine.run([make_request(width, height, edit, steps=2)])  # compiles this shape
-            result = profile_steps(engine, make_request(width, height, edit, steps=args.steps + 2), args.steps, device)
-            row = {"variant": variant, "gpus": gpus, "shape": shape, **result}
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k not in ("gemms", "top_kernels")}), flush=True)
-            for gemm in row["gemms"][:6]:
-                print("   ", json.dumps(gemm), flush=True)
-            write_report(args, rates, rows, device)
-        engine.close()
+        try:
+            for shape in args.shapes.split(","):
+                width, height, edit = SHAPES[shape]
+                engine.run([make_request(width, height, edit, steps=2)])  # compiles this shape
+                result = profile_steps(engine, make_request(width, height, edit, steps=args.steps + 2), args.steps, device)
+                row = {"variant": variant, "gpus": gpus, "shape": shape, **result}
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k not in ("gemms", "top_kernels")}), flush=True)
+                for gemm in row["gemms"][:6]:
+                    print("   ", json.dumps(gemm), flush=True)
+                write_report(args, rates, rows, device)
+        finally:
+            engine.close()
         del engine
         gc.collect()
         torch._dynamo.reset()

@@ -136,22 +136,12 @@ class ContextParallelGroup:
             group._monitor = threading.Thread(target=group._watch, args=(on_failure,),
                                               name="context-parallel-monitor", daemon=True)
             group._monitor.start()
-            group._control = cls._join(0, world_size, devices[0], store)._control
+            group._control = _connect(0, world_size, devices[0], store)
         except BaseException:
             group._stopping.set()
             _kill(group._workers)
             raise
         return group
-
-    @classmethod
-    def _join(cls, rank: int, world_size: int, device: torch.device, store) -> "ContextParallelGroup":
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
-                                timeout=COLLECTIVE_TIMEOUT, device_id=device if device.type == "cuda" else None)
-        control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
-        return cls(rank, world_size, device, control)
 
     # ---- lockstep messages ---------------------------------------------------------------------
 
@@ -234,6 +224,18 @@ class ContextParallelGroup:
             dist.destroy_process_group()
 
 
+def _connect(rank: int, world_size: int, device: torch.device, store):
+    """Joins the default process group (NCCL on a GPU, gloo on a CPU); returns the gloo group that
+    carries control messages (the default one on a CPU)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", store=store, rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT,
+                                device_id=device)
+        return dist.new_group(backend="gloo")
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
+    return dist.group.WORLD
+
+
 def _kill(workers: Sequence[subprocess.Popen]) -> None:
     for worker in workers:
         if worker.poll() is None:
@@ -298,7 +300,7 @@ def worker_main(argv: Optional[Sequence[str]] = None) -> int:
     device = torch.device(args.device)
     store = dist.TCPStore("127.0.0.1", args.port, args.world_size, is_master=False,
                           timeout=datetime.timedelta(seconds=JOIN_TIMEOUT_S))
-    group = ContextParallelGroup._join(args.rank, args.world_size, device, store)
+    group = ContextParallelGroup(args.rank, args.world_size, device, _connect(args.rank, args.world_size, device, store))
     settings = EngineSettings(**json.loads(args.settings))
     engine = KontextEngine.build(settings, device, args.max_batch_size, Path(args.cache_dir), group)
     engine.follow(Path(args.cache_dir))
