@@ -165,7 +165,9 @@ class TritonServer:
             if self.process.poll() is not None:
                 self.reap()
                 raise ServerExited(f"tritonserver exited with code {self.process.returncode} before it was ready")
-            if http_ok(url, timeout_s=2):
+            # Triton starts its metrics service last, just after HTTP answers ready: a server is ready for
+            # its callers (and for Prometheus) once both answer.
+            if http_ok(url, timeout_s=2) and http_ok(self.metrics_url, timeout_s=2):
                 return
             time.sleep(0.5)
         self.stop()

@@ -1,6 +1,7 @@
-"""Pieces of kontext-serve that need no tritonserver: whose stubs the watchdog watches, a supervisor
-that kills a server ignoring SIGTERM, and the adapter's own parameters."""
+"""Pieces of kontext-serve that need no tritonserver: when a server counts as ready, whose stubs the
+watchdog watches, a supervisor that kills a server ignoring SIGTERM, and the adapter's own parameters."""
 
+import http.server
 import signal
 import subprocess
 import sys
@@ -11,7 +12,43 @@ import pytest
 
 from kontext_triton import parameters
 from kontext_triton.server import supervisor as supervision
+from kontext_triton.server.process import TritonServer, free_ports
 from kontext_triton.server.watchdog import stub_processes
+
+
+class Answers200(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_):
+        pass
+
+
+def listening(port):
+    endpoint = http.server.ThreadingHTTPServer(("127.0.0.1", port), Answers200)
+    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+    return endpoint
+
+
+def test_a_server_is_ready_only_once_its_metrics_answer_too(tmp_path):
+    """Triton 2.51 answers /v2/health/ready a few milliseconds before its metrics service listens;
+    a caller (or a Prometheus scrape) told "ready" in between was refused."""
+    http_port, grpc_port, metrics_port = free_ports(3)
+    server = TritonServer(tmp_path, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
+    endpoints = [listening(http_port)]
+    try:
+        server.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        with pytest.raises(TimeoutError):
+            server.wait_ready(timeout_s=1.5)
+        endpoints.append(listening(metrics_port))
+        server.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        server.wait_ready(timeout_s=5)
+    finally:
+        for endpoint in endpoints:
+            endpoint.shutdown()
+        server.process.kill()
+        server.process.wait()
 
 
 def fake_stub(repository, model, server_pid):
