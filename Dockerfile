@@ -60,4 +60,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=900s --retries=3 \
   CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
 # NVIDIA's entrypoint (when the base has one) stays; this is its command. The container listens on all
 # interfaces: the pod network and the Service decide who reaches which port.
-CMD ["kontext-serve", "--host", "0.0.0.0", "--model", "flux_kontext"]
+CMD ["kontext-serve", "--host", "0.0.0.0", "--model", "flux_kontext", "--model", "flux_kontext_stream"]

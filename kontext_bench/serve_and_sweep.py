@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tritonclient.grpc import model_config_pb2
+
 from kontext_triton.server.process import TritonServer, free_ports
 from kontext_triton.server.repository import write_repository
 from kontext_bench import sweep
@@ -39,6 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-batch-sizes", default="4", help="comma-separated; 1 = dynamic batching off")
     parser.add_argument("--param", action="append", default=[], help="KEY=VALUE config.pbtxt parameter override")
     parser.add_argument("--max-queue-delay-us", type=int, help="override dynamic_batching.max_queue_delay_microseconds")
+    parser.add_argument("--instance-kind", help="the pipeline model's instance kind, e.g. KIND_MODEL for "
+                                                "context_parallel > 1 on GPUs (default: the repository's)")
     parser.add_argument("--ready-timeout", type=float, default=1800)
     parser.add_argument("--sweep", action="append", required=True,
                         help="kontext_bench/sweep.py arguments of one sweep, quoted; repeatable, run in order")
@@ -57,9 +61,10 @@ def main(argv=None) -> int:
                 config.max_batch_size = size
                 if args.max_queue_delay_us is not None:
                     config.dynamic_batching.max_queue_delay_microseconds = args.max_queue_delay_us
+                if args.instance_kind and "pipeline_model" not in config.parameters:
+                    config.instance_group[0].kind = model_config_pb2.ModelInstanceGroup.Kind.Value(args.instance_kind)
 
-            repository = write_repository(Path(scratch) / "model_repository", parameters, edit=edit,
-                                          models=("flux_kontext",))
+            repository = write_repository(Path(scratch) / "model_repository", parameters, edit=edit)
             http_port, grpc_port, metrics_port = free_ports(3)
             log_path = Path(scratch) / "server.log"
             server = TritonServer(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,

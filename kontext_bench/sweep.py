@@ -19,7 +19,7 @@ from kontext_bench.input_data import make_input_data, synthetic_image
 from kontext_bench.perf_analyzer import Sweep
 from kontext_bench.report_sweep import write_report
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent.parent / "perf" / "results"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,9 +1,23 @@
-"""FLUX.1-Kontext serving engine: plain Python, no Triton import."""
+"""FLUX.1-Kontext serving engine: plain Python, no Triton import.
 
-from .context_parallel import GroupBroken
-from .engine import Cancelled, EngineResult, KontextEngine
-from .errors import InvalidRequest
+The contract and the request errors import nothing heavy; the engine (torch, diffusers) loads on first
+use of its names, so a process that only forwards requests (the unary front model) never imports torch.
+"""
+
+import importlib
+
 from . import contract
-from .parsing import EditRequest, parse_request
+from .errors import InvalidRequest
 
-__all__ = ["Cancelled", "contract", "EditRequest", "EngineResult", "GroupBroken", "InvalidRequest", "KontextEngine", "parse_request"]
+_LAZY = {
+    "Cancelled": ".engine", "EngineResult": ".engine", "KontextEngine": ".engine",
+    "GroupBroken": ".context_parallel", "EditRequest": ".parsing", "parse_request": ".parsing",
+}
+
+__all__ = ["contract", "InvalidRequest", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,7 @@ import triton_python_backend_utils as pb_utils
 from kontext_engine import Cancelled, EngineResult, GroupBroken, InvalidRequest, KontextEngine, contract, parse_request
 from kontext_engine.profiles import settings_from_parameters
 
+from .forwarding import Forwarded
 from .metrics import KontextMetrics
 from .parameters import request_timeout_s, split_parameters
 
@@ -161,17 +162,26 @@ def serve(
     request_timeout_s: float,
     on_progress: Optional[ProgressCallback] = None,
     in_flight: Optional[InFlight] = None,
+    forwarded: Optional[list[Optional[Forwarded]]] = None,
 ) -> None:
     """Answers every request exactly once through respond(), as soon as its outcome is known.
 
     Bad requests get INVALID_ARG naming the field, cancelled ones CANCELLED, ones past their deadline
     (stopped within a step) UNAVAILABLE, failures INTERNAL with the request id (the traceback goes to
-    the server log, never to the client); none of them affects another request.
+    the server log, never to the client); none of them affects another request. A request the unary
+    front forwarded (`forwarded`, per position) is also cancelled by its marker, and counted under the
+    front's name.
     """
     started = time.monotonic()
     deadlines = [started + _timeout_s(request, request_timeout_s) for request in requests]
     answered = [False] * len(requests)
     answering = threading.Lock()
+    forwarded = forwarded or [None] * len(requests)
+    origins = [f.origin if f is not None else metrics.model for f in forwarded]
+
+    def client_cancelled(position: int) -> bool:
+        mark = forwarded[position]
+        return requests[position].is_cancelled() or (mark is not None and mark.cancelled())
 
     def answer(position: int, outcome: str, response) -> None:
         with answering:  # once, whichever thread gets there first (see InFlight)
@@ -180,7 +190,7 @@ def serve(
             answered[position] = True
         try:
             respond(position, response)
-            metrics.request(outcome, time.monotonic() - started)
+            metrics.request(outcome, time.monotonic() - started, origins[position])
         except Exception:  # a response that cannot be sent must not stop the others
             pb_utils.Logger.log_error(f"request {_request_id(requests[position])}: answering failed\n"
                                       f"{traceback.format_exc()}")
@@ -221,15 +231,14 @@ def serve(
     # its response factory, and asking it is_cancelled() then crashes the server (measured: SIGSEGV).
     def stop_requested(index: int) -> bool:
         position = positions[index]
-        return answered[position] or requests[position].is_cancelled() or time.monotonic() > deadlines[position]
+        return answered[position] or client_cancelled(position) or time.monotonic() > deadlines[position]
 
     def on_done(index, outcome):
         clock["batch_started"] = time.monotonic()
         position = positions[index]
-        request = requests[position]
         if answered[position]:
             return
-        if request.is_cancelled():
+        if client_cancelled(position):
             answer(position, "cancelled", error_response("request cancelled by the client",
                                                          pb_utils.TritonError.CANCELLED))
         elif isinstance(outcome, Cancelled) or time.monotonic() > deadlines[position]:
@@ -244,7 +253,7 @@ def serve(
             answer(position, "invalid", error_response(str(outcome), pb_utils.TritonError.INVALID_ARG))
         elif isinstance(outcome, EngineResult):
             computed = outcome.metadata["steps_computed"]
-            metrics.steps(computed, outcome.metadata["steps"] - computed)
+            metrics.steps(computed, outcome.metadata["steps"] - computed, origins[position])
             answer(position, "ok", result_response(outcome))
         else:
             fail(position, f"inference failed ({type(outcome).__name__})", outcome)

@@ -31,7 +31,8 @@ def parse_args(argv):
     parser.add_argument("--exit-timeout", type=int, default=DEFAULT_EXIT_TIMEOUT_S,
                         help="seconds a shutdown waits for requests in flight (default %(default)s)")
     parser.add_argument("--model", action="append", default=[], dest="models",
-                        help="load only this model (repeatable); on a GPU each model holds its own pipeline")
+                        help="load only this model (repeatable; default: all). flux_kontext forwards to "
+                             "flux_kontext_stream, which holds the pipeline: load both, or the latter alone")
     parser.add_argument("--on-server-exit", choices=("restart", "exit"),
                         default=env("KONTEXT_ON_SERVER_EXIT", "restart"),
                         help="when tritonserver dies: restart it (default; bounded, with back-off) or exit "

@@ -17,7 +17,8 @@ def write_repository(
     edit: Optional[Callable] = None,
     models: tuple[str, ...] = ("flux_kontext", "flux_kontext_stream"),
 ) -> Path:
-    """Copies `models` into target; sets `parameters` and applies edit(config) to each ModelConfig."""
+    """Copies `models` into target; applies edit(config) to each ModelConfig and sets `parameters` (engine
+    settings) on the model that holds the pipeline (the unary front only forwards to it)."""
     from tritonclient.grpc import model_config_pb2  # the ModelConfig message, as tritonclient ships it
 
     target.mkdir(parents=True, exist_ok=True)
@@ -25,8 +26,9 @@ def write_repository(
         shutil.copytree(DEFAULT_MODEL_REPOSITORY / model, target / model, ignore=shutil.ignore_patterns("__pycache__"))
         path = target / model / "config.pbtxt"
         config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-        for key, value in (parameters or {}).items():
-            config.parameters[key].string_value = value
+        if "pipeline_model" not in config.parameters:
+            for key, value in (parameters or {}).items():
+                config.parameters[key].string_value = value
         if edit is not None:
             edit(config)
         path.write_text(text_format.MessageToString(config))

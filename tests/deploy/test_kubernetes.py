@@ -5,6 +5,8 @@ import re
 
 import pytest
 import yaml
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from kontext_engine.profiles import settings_from_parameters
 from kontext_triton.server import cli
@@ -53,8 +55,10 @@ def test_ports_models_and_probes_are_the_servers(rendered):
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": args.http_port, "grpc": args.grpc_port, "metrics": args.metrics_port}
     assert args.host == "0.0.0.0" and args.models
-    for model in args.models:
-        assert (DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt").exists()
+    configs = [text_format.Parse((DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt").read_text(),
+                                 model_config_pb2.ModelConfig()) for model in args.models]
+    forwarded_to = {c.parameters["pipeline_model"].string_value for c in configs if "pipeline_model" in c.parameters}
+    assert forwarded_to and forwarded_to <= set(args.models)  # the unary front loads with its pipeline model
     assert container["startupProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     readiness = re.fullmatch(r"/v2/models/(\w+)/ready", container["readinessProbe"]["httpGet"]["path"])

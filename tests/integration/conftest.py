@@ -47,14 +47,14 @@ SMALL_QUEUE_SIZE = 2
 
 @pytest.fixture(scope="module")
 def small_queue_server(tmp_path_factory, request):
-    """Only flux_kontext, one request at a time (max_batch_size 1) and room for SMALL_QUEUE_SIZE more in the queue."""
+    """One request at a time (max_batch_size 1) and room for SMALL_QUEUE_SIZE more in the queue, in both models."""
 
     def edit(config):
         config.max_batch_size = 1
         config.dynamic_batching.default_queue_policy.max_queue_size = SMALL_QUEUE_SIZE
 
     scratch = tmp_path_factory.mktemp("small-queue")
-    repository = write_repository(scratch / "model_repository", edit=edit, models=("flux_kontext",))
+    repository = write_repository(scratch / "model_repository", edit=edit)
     with running_server(repository, scratch, request.node) as instance:
         yield instance
 

@@ -11,6 +11,7 @@ from tests.integration.helpers import metric, png, wait_for
 
 pytestmark = pytest.mark.integration
 UNARY = "flux_kontext"
+PIPELINE = "flux_kontext_stream"  # holds the pipeline; per-pipeline series (steps, batch size) carry its name
 SLOW = dict(width=512, height=512, steps=100)  # several seconds on the CPU
 
 
@@ -19,11 +20,11 @@ def cancelled(server):
 
 
 def steps_run(server):
-    return metric(server, "kontext_step_duration_seconds_count", model=UNARY)
+    return metric(server, "kontext_step_duration_seconds_count", model=PIPELINE)
 
 
 def computing(server) -> bool:
-    return metric(server, "kontext_batch_size", model=UNARY) > 0
+    return metric(server, "kontext_batch_size", model=PIPELINE) > 0
 
 
 def test_client_timeout_stops_denoising_early_and_frees_the_instance(server):
@@ -36,6 +37,18 @@ def test_client_timeout_stops_denoising_early_and_frees_the_instance(server):
     with KontextClient(server.grpc_url) as client:
         client.generate("x", width=64, height=64, steps=1)
     assert time.monotonic() - started < 3
+
+
+def test_a_cancelled_unary_request_stops_within_a_step_of_the_cancel(server):
+    """A unary request is forwarded to the pipeline model, which BLS cannot cancel in Triton 2.51: the
+    front's marker must stop it as fast as a request of the pipeline model's own is stopped."""
+    with KontextClient(server.grpc_url, timeout_s=1.5) as client, pytest.raises(RequestTimeoutError):
+        client.edit(png(512, 512), "x", **SLOW)
+    at_cancel = steps_run(server)
+    assert wait_for(lambda: not computing(server), 10)
+    after = steps_run(server) - at_cancel
+    print(f"\nunary request cancelled by its client: {after:.0f} step(s) ended after the cancel")
+    assert after <= 2  # the step running when the cancel arrived, and at most one begun before the marker
 
 
 def test_cancelling_an_asyncio_task_cancels_the_server_work(server):

@@ -21,7 +21,7 @@ def compiled_server(tmp_path_factory, request):
     def batch_of_two(config):
         config.max_batch_size = 2
 
-    repository = write_repository(scratch / "model_repository", parameters, edit=batch_of_two, models=("flux_kontext",))
+    repository = write_repository(scratch / "model_repository", parameters, edit=batch_of_two)
     with running_server(repository, scratch, request.node) as instance:
         yield instance
 

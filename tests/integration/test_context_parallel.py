@@ -38,8 +38,7 @@ def workers() -> list[int]:
 @pytest.fixture(scope="module")
 def two_rank_server(tmp_path_factory, request):
     scratch = tmp_path_factory.mktemp("context-parallel")
-    repository = write_repository(scratch / "model_repository", parameters={"context_parallel": "2"},
-                                  models=("flux_kontext",))
+    repository = write_repository(scratch / "model_repository", parameters={"context_parallel": "2"})
     with running_server(repository, scratch, request.node) as server:
         yield server
     assert wait_for(lambda: not workers(), timeout_s=30), f"workers outlived the server: {workers()}"

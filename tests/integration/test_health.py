@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def start_failing(tmp_path, parameters) -> str:
-    repository = write_repository(tmp_path / "model_repository", parameters, models=("flux_kontext",))
+    repository = write_repository(tmp_path / "model_repository", parameters)
     http_port, grpc_port, metrics_port = free_ports(3)
     server = TritonServer(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                           log_path=tmp_path / "server.log")
@@ -53,9 +53,12 @@ def test_an_unknown_parameter_fails_start_up_naming_it(tmp_path):
     assert "unknown parameter(s) ['compile']" in log
 
 
-def model_ready(server) -> bool:
+PIPELINE = "flux_kontext_stream"  # the model whose stub holds the pipeline; flux_kontext forwards to it
+
+
+def model_ready(server, model=PIPELINE) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{server.http_url}/v2/models/flux_kontext/ready", timeout=2) as r:
+        with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{model}/ready", timeout=2) as r:
             return r.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -65,8 +68,8 @@ def test_a_killed_stub_is_reported_not_ready_then_reloaded(tmp_path_factory, req
     with running_supervisor(DEFAULT_MODEL_REPOSITORY, tmp_path_factory.mktemp("fault"), request.node) as supervisor:
         server = supervisor.server
         with KontextClient(server.grpc_url) as client:
-            client.generate("x", width=64, height=64, steps=1)
-            (stub,) = stub_processes(server.model_repository)["flux_kontext"]
+            client.generate("x", width=64, height=64, steps=1)  # unary: through the front
+            (stub,) = stub_processes(server.model_repository)[PIPELINE]
             killed = time.monotonic()
             os.kill(stub, signal.SIGKILL)
             readiness = []
@@ -79,7 +82,7 @@ def test_a_killed_stub_is_reported_not_ready_then_reloaded(tmp_path_factory, req
         print(f"\nfault run: stub {stub} killed; not-ready observations {readiness.count(False)}; "
               f"service back after {recovered:.1f} s; reloads {supervisor.watchdog.reloads}")
         assert recovered < 120
-        assert supervisor.watchdog.reloads == ["flux_kontext"]
+        assert supervisor.watchdog.reloads == [PIPELINE]
         assert False in readiness  # readiness reflected the broken instance while it was reloaded
         assert model_ready(server)
 
@@ -91,50 +94,52 @@ def admin_post(server, path, body):
 
 
 def served_config(server) -> dict:
-    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/flux_kontext/config", timeout=10) as r:
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{PIPELINE}/config", timeout=10) as r:
         return json.load(r)
 
 
 def test_an_operators_config_load_is_left_alone(tmp_path, request):
     """Model Analyzer's remote mode and operators load configs through the repository API: that replaces
     the stub, and the watchdog must not take it for a death and revert it."""
-    repository = write_repository(tmp_path / "model_repository", models=("flux_kontext",))
+    repository = write_repository(tmp_path / "model_repository")
     with running_supervisor(repository, tmp_path, request.node) as supervisor:
         server = supervisor.server
         config = served_config(server)
         config["parameters"]["request_timeout_s"] = {"string_value": "123"}
-        admin_post(server, "repository/models/flux_kontext/load", {"parameters": {"config": json.dumps(config)}})
+        admin_post(server, f"repository/models/{PIPELINE}/load", {"parameters": {"config": json.dumps(config)}})
         time.sleep(supervisor.watchdog.grace_s + 5)
         assert served_config(server)["parameters"]["request_timeout_s"]["string_value"] == "123"
         assert supervisor.watchdog.reloads == []
         # A stub that then dies is reloaded with the operator's configuration, not the file's.
-        (stub,) = stub_processes(repository)["flux_kontext"]
+        (stub,) = stub_processes(repository)[PIPELINE]
         os.kill(stub, signal.SIGKILL)
-        assert wait_for(lambda: supervisor.watchdog.reloads == ["flux_kontext"] and model_ready(server), 120)
+        assert wait_for(lambda: supervisor.watchdog.reloads == [PIPELINE] and model_ready(server), 120)
         assert served_config(server)["parameters"]["request_timeout_s"]["string_value"] == "123"
         # An operator's unload is not a death either.
-        admin_post(server, "repository/models/flux_kontext/unload", {})
+        admin_post(server, f"repository/models/{PIPELINE}/unload", {})
         time.sleep(supervisor.watchdog.grace_s + 3)
-        assert not model_ready(server) and supervisor.watchdog.reloads == ["flux_kontext"]
+        assert not model_ready(server) and supervisor.watchdog.reloads == [PIPELINE]
 
 
 def test_the_watchdog_can_be_switched_off(tmp_path, request):
-    repository = write_repository(tmp_path / "model_repository", models=("flux_kontext",))
+    repository = write_repository(tmp_path / "model_repository")
     with running_supervisor(repository, tmp_path, request.node, watchdog=False) as supervisor:
-        (stub,) = stub_processes(repository)["flux_kontext"]
+        (stub,) = stub_processes(repository)[PIPELINE]
         os.kill(stub, signal.SIGKILL)
         time.sleep(6)
-        assert supervisor.watchdog is None and "flux_kontext" not in stub_processes(repository)
+        assert supervisor.watchdog is None and PIPELINE not in stub_processes(repository)
 
 
-def test_a_request_during_a_reload_is_served_once_the_model_is_back(tmp_path, request):
-    """During a reload Triton answers "unknown model"; the client retries for a while instead of failing."""
-    repository = write_repository(tmp_path / "model_repository", models=("flux_kontext",))
+@pytest.mark.parametrize("reloaded", ["flux_kontext", PIPELINE])
+def test_a_request_during_a_reload_is_served_once_the_model_is_back(tmp_path, request, reloaded):
+    """During a reload Triton answers "unknown model" (the front passes on the pipeline model's answer); a
+    unary request retries for a while instead of failing, whichever of the two models is reloaded."""
+    repository = write_repository(tmp_path / "model_repository")
     with running_supervisor(repository, tmp_path, request.node) as supervisor:
         server = supervisor.server
-        admin_post(server, "repository/models/flux_kontext/unload", {})
-        assert wait_for(lambda: not model_ready(server), 30)
-        timer = threading.Timer(2.0, admin_post, (server, "repository/models/flux_kontext/load", {}))
+        admin_post(server, f"repository/models/{reloaded}/unload", {})
+        assert wait_for(lambda: not model_ready(server, reloaded), 30)
+        timer = threading.Timer(2.0, admin_post, (server, f"repository/models/{reloaded}/load", {}))
         timer.start()
         with KontextClient(server.grpc_url) as client:
             result = client.generate("x", width=64, height=64, steps=1)

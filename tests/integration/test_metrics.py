@@ -11,6 +11,7 @@ from tests.integration.helpers import infer, metric, png, scrape, wait_for
 
 pytestmark = pytest.mark.integration
 UNARY = "flux_kontext"
+PIPELINE = "flux_kontext_stream"  # holds the pipeline; per-pipeline series (steps, batch size) carry its name
 
 
 def test_outcomes_steps_and_latency_are_counted(server):
@@ -21,7 +22,7 @@ def test_outcomes_steps_and_latency_are_counted(server):
             "computed": metric(server, "kontext_steps_total", model=UNARY, kind="computed"),
             "skipped": metric(server, "kontext_steps_total", model=UNARY, kind="skipped"),
             "requests_observed": metric(server, "kontext_request_duration_seconds_count", model=UNARY),
-            "steps_observed": metric(server, "kontext_step_duration_seconds_count", model=UNARY),
+            "steps_observed": metric(server, "kontext_step_duration_seconds_count", model=PIPELINE),
         }
 
     before = read()
@@ -33,7 +34,7 @@ def test_outcomes_steps_and_latency_are_counted(server):
         "ok": 1, "invalid": 1, "computed": 3, "skipped": 0, "requests_observed": 2,
         "steps_observed": 2,  # steps 2 and 3: step 1's time includes the prompt and image encoding
     }
-    assert metric(server, "kontext_batch_size", model=UNARY) == 0  # idle
+    assert metric(server, "kontext_batch_size", model=PIPELINE) == 0  # idle
 
 
 def test_names_follow_prometheus_conventions_beside_tritons_own(server):
@@ -47,24 +48,33 @@ def test_names_follow_prometheus_conventions_beside_tritons_own(server):
 
 
 
-COUNTERS = {
-    "kontext ok": ("kontext_requests_total", {"outcome": "ok"}),
-    "kontext invalid": ("kontext_requests_total", {"outcome": "invalid"}),
-    "kontext cancelled": ("kontext_requests_total", {"outcome": "cancelled"}),
-    "kontext expired": ("kontext_requests_total", {"outcome": "expired"}),
-    "kontext failed": ("kontext_requests_total", {"outcome": "failed"}),
-    "kontext request durations": ("kontext_request_duration_seconds_count", {}),
-    "nv success": ("nv_inference_request_success", {}),
-    "nv rejected": ("nv_inference_request_failure", {"reason": "REJECTED"}),
-    "nv canceled": ("nv_inference_request_failure", {"reason": "CANCELED"}),
-    "nv backend": ("nv_inference_request_failure", {"reason": "BACKEND"}),
-    "nv other": ("nv_inference_request_failure", {"reason": "OTHER"}),
-    "nv inference count": ("nv_inference_count", {}),
+KONTEXT_COUNTERS = {
+    "ok": ("kontext_requests_total", {"outcome": "ok"}),
+    "invalid": ("kontext_requests_total", {"outcome": "invalid"}),
+    "cancelled": ("kontext_requests_total", {"outcome": "cancelled"}),
+    "expired": ("kontext_requests_total", {"outcome": "expired"}),
+    "failed": ("kontext_requests_total", {"outcome": "failed"}),
+    "request durations": ("kontext_request_duration_seconds_count", {}),
+}
+TRITON_COUNTERS = {
+    "success": ("nv_inference_request_success", {}),
+    "rejected": ("nv_inference_request_failure", {"reason": "REJECTED"}),
+    "canceled": ("nv_inference_request_failure", {"reason": "CANCELED"}),
+    "backend": ("nv_inference_request_failure", {"reason": "BACKEND"}),
+    "other": ("nv_inference_request_failure", {"reason": "OTHER"}),
+    "inference count": ("nv_inference_count", {}),
 }
 
 
 def counters(server) -> dict:
-    return {key: metric(server, name, model=UNARY, **labels) for key, (name, labels) in COUNTERS.items()}
+    """Ours for unary requests (written by the pipeline model, labelled with the model the client
+    called), and Triton's for each of the two models."""
+    values = {f"kontext {key}": metric(server, name, model=UNARY, **labels)
+              for key, (name, labels) in KONTEXT_COUNTERS.items()}
+    for model in (UNARY, PIPELINE):
+        values.update({f"{model} nv {key}": metric(server, name, model=model, **labels)
+                       for key, (name, labels) in TRITON_COUNTERS.items()})
+    return values
 
 
 def grpc_infer(server, steps, size=64, **options):
@@ -84,7 +94,7 @@ def while_busy(server, *calls) -> list[str]:
     """Runs `calls` while a slow request holds the single instance; the slow one's outcome first."""
     with ThreadPoolExecutor(1 + len(calls)) as pool:
         slow = pool.submit(outcome, lambda: grpc_infer(server, 60, 512))
-        assert wait_for(lambda: metric(server, "kontext_batch_size", model=UNARY) > 0, 30)
+        assert wait_for(lambda: metric(server, "kontext_batch_size", model=PIPELINE) > 0, 30)
         futures = [pool.submit(outcome, call) for call in calls]
         return [slow.result(), *(f.result() for f in futures)]
 
@@ -104,14 +114,18 @@ def test_a_known_mix_adds_up_in_every_documented_counter(small_queue_server):
     sent += while_busy(server, *[lambda: grpc_infer(server, 2)] * (SMALL_QUEUE_SIZE + 2))
     sent += while_busy(server, lambda: grpc_infer(server, 2, timeout=200_000))  # queue timeout after 0.2 s
     after = counters(server)
-    delta = {key: after[key] - before[key] for key in COUNTERS}
+    delta = {key: after[key] - before[key] for key in after}
     print(f"\nknown mix: {len(sent)} requests -> counter deltas {delta}")
     assert [s if s == "ok" else s.split(":")[0][:40] for s in sent].count("ok") == 2 + 1 + SMALL_QUEUE_SIZE + 1
     assert delta == {
         "kontext ok": 6, "kontext invalid": 1, "kontext cancelled": 1, "kontext expired": 1, "kontext failed": 0,
-        "kontext request durations": 9,  # every request the model answered, once
-        "nv success": 9,  # Triton 2.51 counts every request the model answered, errors included
-        "nv rejected": 1,  # the queue timeout; queue-full rejections are counted nowhere by Triton 2.51
-        "nv canceled": 0, "nv backend": 0, "nv other": 0,
-        "nv inference count": 9,
+        "kontext request durations": 9,  # every request the pipeline answered, once
+        # The front answers all 12, errors included (Triton 2.51 counts a Python model's error responses as
+        # successes), the 3 the pipeline model's queue refused among them.
+        "flux_kontext nv success": 12, "flux_kontext nv rejected": 0, "flux_kontext nv canceled": 0,
+        "flux_kontext nv backend": 0, "flux_kontext nv other": 0, "flux_kontext nv inference count": 12,
+        "flux_kontext_stream nv success": 9,  # the 9 the pipeline model took
+        "flux_kontext_stream nv rejected": 1,  # the queue timeout; queue-full rejections are counted nowhere
+        "flux_kontext_stream nv canceled": 0, "flux_kontext_stream nv backend": 0, "flux_kontext_stream nv other": 0,
+        "flux_kontext_stream nv inference count": 9,
     }

@@ -25,10 +25,9 @@ def short_limit_server(tmp_path_factory, request):
 
     def edit(config):
         config.max_batch_size = 1
-        config.parameters["request_timeout_s"].string_value = "2"
 
     scratch = tmp_path_factory.mktemp("short-limit")
-    repository = write_repository(scratch / "model_repository", edit=edit, models=("flux_kontext",))
+    repository = write_repository(scratch / "model_repository", {"request_timeout_s": "2"}, edit=edit)
     with running_server(repository, scratch, request.node) as instance:
         yield instance
 
@@ -42,7 +41,7 @@ def blocker(server, steps=60):
     """A request that keeps the single instance busy for a few seconds; returns once it is computing."""
     thread = threading.Thread(target=slow_edit, args=(server, steps))
     thread.start()
-    assert wait_for(lambda: metric(server, "kontext_batch_size", model="flux_kontext") > 0, 30)
+    assert wait_for(lambda: metric(server, "kontext_batch_size", model="flux_kontext_stream") > 0, 30)
     return thread
 
 
@@ -90,7 +89,7 @@ def test_claiming_a_high_priority_gets_no_second_queue(small_queue_server):
 
 
 def steps_run(server):
-    return metric(server, "kontext_step_duration_seconds_count", model="flux_kontext")
+    return metric(server, "kontext_step_duration_seconds_count", model="flux_kontext_stream")
 
 
 def test_a_running_request_past_its_time_limit_is_stopped(small_queue_server):

@@ -20,7 +20,7 @@ from tests.integration.helpers import infer, png
 pytestmark = pytest.mark.integration
 
 
-def stub_rss_mib(server, model="flux_kontext") -> float:
+def stub_rss_mib(server, model="flux_kontext_stream") -> float:
     (pid,) = stub_processes(server.model_repository)[model]
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

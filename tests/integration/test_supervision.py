@@ -22,7 +22,7 @@ SLOW = dict(width=512, height=512, steps=60)  # a few seconds on the CPU
 
 @pytest.fixture
 def repository(tmp_path):
-    return write_repository(tmp_path / "model_repository", models=("flux_kontext",))
+    return write_repository(tmp_path / "model_repository")
 
 
 def stub_pids(repository) -> set[int]:
@@ -38,7 +38,7 @@ def triton_pid(repository) -> int:
 def computing(serve) -> bool:
     from tests.integration.helpers import metric
 
-    return metric(serve, "kontext_batch_size", model="flux_kontext") > 0
+    return metric(serve, "kontext_batch_size", model="flux_kontext_stream") > 0
 
 
 def send_in_background(serve, results, **options):
@@ -130,7 +130,7 @@ def test_a_paused_stub_with_requests_in_flight_recovers(repository, tmp_path):
         results = []
         thread = send_in_background(serve, results)
         assert wait_for(lambda: computing(serve), 30)
-        (stub,) = stub_pids(repository)
+        (stub,) = stub_processes(repository)["flux_kontext_stream"]  # the pipeline's, mid-computation
         os.kill(stub, signal.SIGSTOP)
         time.sleep(3)
         os.kill(stub, signal.SIGCONT)

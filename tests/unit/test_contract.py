@@ -45,10 +45,11 @@ def test_config_batches_with_one_bounded_queue(model):
     assert config.dynamic_batching.priority_levels == 0
 
 
-def test_both_models_share_batching_and_settings():
+def test_the_unary_model_is_a_cpu_front_for_the_one_pipeline_model():
     unary, stream = load_config("flux_kontext"), load_config("flux_kontext_stream")
-    assert unary.dynamic_batching == stream.dynamic_batching
-    assert unary.parameters == stream.parameters and unary.max_batch_size == stream.max_batch_size
+    assert {key: value.string_value for key, value in unary.parameters.items()} == {"pipeline_model": stream.name}
+    assert [group.kind for group in unary.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+    assert unary.dynamic_batching == stream.dynamic_batching and unary.max_batch_size == stream.max_batch_size
 
 
 def test_client_matches_contract():
@@ -67,11 +68,11 @@ def test_client_sends_only_given_options_with_contract_dtypes():
     assert arrays["seed"].dtype.name == "int64" and arrays["guidance"].dtype.name == "float32"
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_config_parameters_are_serving_options_or_a_profile_with_overrides(model):
+def test_pipeline_parameters_are_serving_options_or_a_profile_with_overrides():
     from kontext_engine.profiles import settings_from_parameters
     from kontext_triton.parameters import SERVING_PARAMETERS, split_parameters
 
-    serving, engine = split_parameters({key: value.string_value for key, value in load_config(model).parameters.items()})
+    parameters = load_config("flux_kontext_stream").parameters
+    serving, engine = split_parameters({key: value.string_value for key, value in parameters.items()})
     assert set(serving) == set(SERVING_PARAMETERS)
     settings_from_parameters(engine)  # every key known, every value readable

@@ -1,24 +1,15 @@
-"""flux_kontext: unary image edits (gRPC, HTTP, perf_analyzer). Logic lives in kontext_engine.
+"""flux_kontext: unary image edits (HTTP, gRPC infer(), perf_analyzer).
 
-Responses go through each request's response sender, as in the streaming twin (allowed for
-non-decoupled models). Triton 2.51 still delivers a non-decoupled model's responses when execute()
-returns (measured: an invalid request batched with a slow one was answered 5 ms before it); the
-decoupled flux_kontext_stream answers each request the moment its outcome is known.
+A front without torch: each request is forwarded to flux_kontext_stream, the one model that holds the
+pipeline, so both APIs share its dynamic batcher and one copy of the weights (kontext_triton.forwarding).
 """
 
-import triton_python_backend_utils as pb_utils
-
-from kontext_triton.serving import EngineModel, serve
-
-FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+from kontext_triton.forwarding import Front
 
 
-class TritonPythonModel(EngineModel):
+class TritonPythonModel:
+    def initialize(self, args):
+        self.front = Front.from_args(args)
+
     def execute(self, requests):
-        senders = [request.get_response_sender() for request in requests]
-
-        def respond(position, response):
-            senders[position].send(response, flags=FINAL)
-
-        serve(self.engine, self.metrics, requests, respond, self.request_timeout_s, in_flight=self.in_flight)
-        return None
+        return self.front.execute(requests)

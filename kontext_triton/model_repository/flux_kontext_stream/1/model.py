@@ -1,4 +1,5 @@
-"""flux_kontext_stream: decoupled twin of flux_kontext; streams progress events, then the image."""
+"""flux_kontext_stream: the pipeline model. Streams progress events, then the image (decoupled), to its
+own clients and serves the requests flux_kontext forwards (kontext_triton.forwarding)."""
 
 import json
 
@@ -6,6 +7,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from kontext_engine import contract
+from kontext_triton.forwarding import ForwardingChannel, error_event, request_parameters
 from kontext_triton.serving import EngineModel, serve
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -16,13 +18,18 @@ def _event(payload: dict) -> "pb_utils.Tensor":
 
 
 class TritonPythonModel(EngineModel):
+    def initialize(self, args):
+        super().initialize(args)
+        self.channel = ForwardingChannel()
+
     def execute(self, requests):
         senders = [request.get_response_sender() for request in requests]
+        forwarded = [self.channel.forwarded(request_parameters(request)) for request in requests]
 
         def on_progress(position, done, total, elapsed_s):
             sender = senders[position]
-            if sender.is_cancelled():
-                return
+            if forwarded[position] is not None or sender.is_cancelled():
+                return  # the front needs no progress
             eta_s = elapsed_s / done * (total - done)
             event = {"type": "progress", "step": done, "steps": total,
                      "elapsed_s": round(elapsed_s, 3), "eta_s": round(eta_s, 3)}
@@ -36,8 +43,11 @@ class TritonPythonModel(EngineModel):
                 response = pb_utils.InferenceResponse(
                     output_tensors=[_event({"type": "result"}), *response.output_tensors()]
                 )
+            elif forwarded[position] is not None:  # BLS would turn every error code into INTERNAL
+                error = response.error()
+                response = pb_utils.InferenceResponse(output_tensors=[error_event(error.message(), error.code())])
             senders[position].send(response, flags=FINAL)
 
         serve(self.engine, self.metrics, requests, respond, self.request_timeout_s, on_progress,
-              in_flight=self.in_flight)
+              in_flight=self.in_flight, forwarded=forwarded)
         return None
