@@ -40,9 +40,11 @@ METADATA = TensorSpec("metadata", "BYTES", False,
 
 OUTPUTS = (OUTPUT_IMAGE, METADATA)
 
-# The streaming twin (flux_kontext_stream) sends one `event` per response: a JSON object with
+# The streaming model (flux_kontext_stream) sends one `event` per response: a JSON object with
 # "type" "progress" (step, steps, elapsed_s, eta_s) or "result"; the result response also carries
-# OUTPUTS. Errors end the stream with an error response.
+# OUTPUTS. Errors end the stream with an error response. Requests the unary model forwards get
+# "accepted" (pid) first and "error" (code, message) instead of an error response
+# (kontext_triton/forwarding.py).
 EVENT = TensorSpec("event", "BYTES", False, "JSON progress or result event (streaming model only)")
 STREAM_OUTPUTS = (EVENT, *OUTPUTS)
 

@@ -12,6 +12,10 @@ Two things Triton 2.51's BLS cannot do are done through a directory private to t
   request's failure with a final `event` {"type": "error", "code": ..., "message": ...}.
 A request counts as forwarded only with the key kept in that directory, so no client can pose as the
 front (to mislabel metrics, or to get errors as events).
+
+A BLS call whose pipeline process dies mid-request is never answered (measured on 2.51, reload or not):
+the pipeline model first answers a forwarded request with an "accepted" event naming its process, and
+the front answers UNAVAILABLE once that process is gone.
 """
 
 from __future__ import annotations
@@ -29,19 +33,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from kontext_engine import contract
+
+from .responses import error_from_event, error_response
 
 # BLS request parameters the front sets
 FORWARDED_BY = "forwarded_by"  # the front's model name: the pipeline model labels the request's metrics with it
 FORWARD_KEY = "forward_key"
 CANCEL_TOKEN = "cancel_token"
 
-CANCEL_POLL_S = 0.05  # how often the front asks Triton whether its requests were cancelled
-ERROR_CODES = ("INVALID_ARG", "UNAVAILABLE", "CANCELLED", "INTERNAL", "UNSUPPORTED", "NOT_FOUND")
+POLL_S = 0.05  # how often the front checks its requests for a cancel and their pipeline process for life
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{22,64}")
+_KEY = re.compile(r"[A-Za-z0-9_-]{43,64}")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -66,7 +71,29 @@ class ForwardingChannel:
 
     def __init__(self, directory: Optional[Path] = None):
         self.directory = _private_directory(directory or server_directory())
-        self.key = _shared_key(self.directory)
+        self.key = self.current_key()
+        self._warned = False
+
+    def current_key(self) -> str:
+        """The directory's key, created by the first stub to ask (a link is atomic: one writer wins); the
+        directory too, should a cleaner of /tmp have removed it."""
+        _private_directory(self.directory)
+        path = self.directory / "key"
+        if not path.exists():
+            candidate = self.directory / f"key.{os.getpid()}"
+            descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(32))
+            try:
+                os.link(candidate, path)
+            except FileExistsError:
+                pass
+            finally:
+                candidate.unlink()
+        key = path.read_text()
+        if not _KEY.fullmatch(key):
+            raise RuntimeError(f"{path} does not hold a forwarding key; remove it and restart")
+        return key
 
     def marker(self, token: str) -> Path:
         if not _TOKEN.fullmatch(token):
@@ -74,13 +101,31 @@ class ForwardingChannel:
         return self.directory / f"cancel-{token}"
 
     def forwarded(self, parameters: dict) -> Optional[Forwarded]:
-        """The request's forwarding, if a front of this server sent it (it holds the key); else None."""
+        """The request's forwarding, if a front of this server sent it (it holds the key); else None.
+        Never raises: whatever a client sends, it only decides how its own request is treated."""
         key, origin, token = (parameters.get(name) for name in (FORWARD_KEY, FORWARDED_BY, CANCEL_TOKEN))
-        if not all(isinstance(value, str) for value in (key, origin, token)):
+        if not all(isinstance(value, str) and value.isascii() for value in (key, origin, token)):
             return None
-        if not secrets.compare_digest(key, self.key) or not _MODEL_NAME.fullmatch(origin) or not _TOKEN.fullmatch(token):
+        if not _MODEL_NAME.fullmatch(origin) or not _TOKEN.fullmatch(token):
+            return None
+        if not self._holds_key(key):
             return None
         return Forwarded(origin, self.marker(token))
+
+    def _holds_key(self, key: str) -> bool:
+        if secrets.compare_digest(key.encode(), self.key.encode()):
+            return True
+        try:  # the file may have been recreated (a cleaned /tmp, a reloaded stub): read it again
+            self.key = self.current_key()
+        except (OSError, RuntimeError):
+            pass
+        if secrets.compare_digest(key.encode(), self.key.encode()):
+            return True
+        if not self._warned:
+            self._warned = True
+            pb_utils.Logger.log_warn(f"a request claimed to be forwarded without this server's key ({self.directory}); "
+                                     "treated as the client's own (further ones are not logged)")
+        return False
 
 
 def _private_directory(path: Path) -> Path:
@@ -96,34 +141,12 @@ def _private_directory(path: Path) -> Path:
     return path
 
 
-def _shared_key(directory: Path) -> str:
-    """The directory's key; the first stub to get here creates it (a link is atomic: one writer wins)."""
-    path = directory / "key"
-    if not path.exists():
-        candidate = directory / f"key.{os.getpid()}"
-        candidate.write_text(secrets.token_urlsafe(32))
-        try:
-            os.link(candidate, path)
-        except FileExistsError:
-            pass
-        finally:
-            candidate.unlink()
-    return path.read_text()
-
-
 def request_parameters(request) -> dict:
     try:
         parameters = json.loads(request.parameters() or "{}")
     except ValueError:
         return {}
     return parameters if isinstance(parameters, dict) else {}
-
-
-def error_event(message: str, code) -> "pb_utils.Tensor":
-    """A forwarded request's failure, as the pipeline model's final event (see the module docstring)."""
-    name = next((n for n in ERROR_CODES if getattr(pb_utils.TritonError, n) == code), "INTERNAL")
-    payload = {"type": "error", "code": name, "message": message}
-    return pb_utils.Tensor(contract.EVENT.name, np.array([json.dumps(payload)], dtype=np.object_))
 
 
 class Front:
@@ -148,14 +171,15 @@ class Front:
                    [o["name"] for o in config["output"]], ForwardingChannel())
 
     def execute(self, requests: list) -> list:
-        calls = [_Call(self, request) for request in requests]
+        key = self.channel.current_key()
+        calls = [_Call(self, request, key) for request in requests]
         for call in calls:
             call.thread.start()
         try:
-            while any(call.thread.is_alive() for call in calls):
+            while any(call.waiting() for call in calls):
                 for call in calls:
-                    call.cancel_if_asked()
-                time.sleep(CANCEL_POLL_S)
+                    call.check()
+                time.sleep(POLL_S)
         finally:
             for call in calls:
                 call.marker.unlink(missing_ok=True)
@@ -163,21 +187,44 @@ class Front:
 
 
 class _Call:
-    """One forwarded request: its BLS stream (on a thread), its cancel marker, its answer."""
+    """One forwarded request: its BLS stream (on a thread), its cancel marker, its answer (the first
+    final outcome the stream brings: a result, an error event, or Triton's own error)."""
 
-    def __init__(self, front: Front, request):
+    def __init__(self, front: Front, request, key: str):
         self.front = front
         self.request = request
+        self.request_id = request.request_id() or "-"
         token = secrets.token_urlsafe(16)
         self.marker = front.channel.marker(token)
-        self.parameters = {FORWARDED_BY: front.name, FORWARD_KEY: front.channel.key, CANCEL_TOKEN: token}
-        self.response = _error(f"{front.pipeline_model} sent no answer", pb_utils.TritonError.INTERNAL)
+        self.parameters = {FORWARDED_BY: front.name, FORWARD_KEY: key, CANCEL_TOKEN: token}
+        self.response = error_response(f"{front.pipeline_model} sent no answer (request id {self.request_id})",
+                                       pb_utils.TritonError.INTERNAL)
+        self.answered = False
+        self.pipeline_pid: Optional[int] = None
         self.thread = threading.Thread(target=self._forward, daemon=True)
 
-    def cancel_if_asked(self) -> None:
-        # Only while the thread runs, so never after execute() answered the request.
-        if self.thread.is_alive() and not self.marker.exists() and self.request.is_cancelled():
-            self.marker.touch()
+    def waiting(self) -> bool:
+        return self.thread.is_alive() and not self.answered
+
+    def check(self) -> None:
+        """Runs in execute()'s thread, so only before execute() answers the request (asking is_cancelled()
+        of an answered request crashes Triton 2.51)."""
+        if not self.waiting():
+            return
+        try:
+            if not self.marker.exists() and self.request.is_cancelled():
+                self.marker.touch()
+            if self.pipeline_pid is not None and not _alive(self.pipeline_pid):
+                self._answer(error_response(
+                    f"the {self.front.pipeline_model} process computing this request died; it is being restarted, "
+                    "retry shortly", pb_utils.TritonError.UNAVAILABLE))
+        except Exception:  # a check that fails must not strand the other requests of this execute()
+            pb_utils.Logger.log_error(f"request {self.request_id}: forwarding check failed\n{traceback.format_exc()}")
+
+    def _answer(self, response) -> None:
+        if not self.answered:
+            self.answered = True
+            self.response = response
 
     def _forward(self) -> None:
         try:
@@ -185,31 +232,40 @@ class _Call:
                       if (tensor := pb_utils.get_input_tensor_by_name(self.request, name)) is not None]
             call = pb_utils.InferenceRequest(
                 model_name=self.front.pipeline_model, inputs=inputs, parameters=self.parameters,
-                requested_output_names=[contract.EVENT.name, *self.front.outputs], timeout=self.request.timeout())
+                requested_output_names=[contract.EVENT.name, *self.front.outputs],
+                request_id=self.request.request_id(), timeout=self.request.timeout())
             for response in call.exec(decoupled=True):
                 self._take(response)
         except Exception:
-            pb_utils.Logger.log_error(f"request {self.request.request_id() or '-'}: forwarding to "
-                                      f"{self.front.pipeline_model} failed\n{traceback.format_exc()}")
-            self.response = _error(f"forwarding the request failed (request id {self.request.request_id() or '-'}); "
-                                   "the server log has the details", pb_utils.TritonError.INTERNAL)
+            pb_utils.Logger.log_error(f"request {self.request_id}: forwarding to {self.front.pipeline_model} "
+                                      f"failed\n{traceback.format_exc()}")
+            self._answer(error_response(f"forwarding the request failed (request id {self.request_id}); "
+                                        "the server log has the details", pb_utils.TritonError.INTERNAL))
 
     def _take(self, response) -> None:
-        if response.has_error():  # Triton refused it (queue full or timed out, model not loaded): retryable
-            self.response = _error(f"{self.front.pipeline_model} could not take the request: "
-                                   f"{response.error().message()}", pb_utils.TritonError.UNAVAILABLE)
+        if response.has_error():
+            # Triton's own answer for the pipeline model (its queue full or timed out, the model not loaded,
+            # its stub unhealthy): all of them pass with a retry.
+            self._answer(error_response(f"{self.front.pipeline_model} could not take the request: "
+                                        f"{response.error().message()}", pb_utils.TritonError.UNAVAILABLE))
             return
         event_tensor = pb_utils.get_output_tensor_by_name(response, contract.EVENT.name)
         if event_tensor is None:
             return  # the empty final response that closes a decoupled stream
         event = json.loads(event_tensor.as_numpy().reshape(-1)[0])
-        if event.get("type") == "error":
-            code = event["code"] if event.get("code") in ERROR_CODES else "INTERNAL"
-            self.response = _error(event["message"], getattr(pb_utils.TritonError, code))
+        if event.get("type") == "accepted":
+            self.pipeline_pid = int(event["pid"])
+        elif event.get("type") == "error":
+            self._answer(error_from_event(event))
         elif event.get("type") == "result":
-            self.response = pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.get_output_tensor_by_name(response, name) for name in self.front.outputs])
+            self._answer(pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.get_output_tensor_by_name(response, name) for name in self.front.outputs]))
 
 
-def _error(message: str, code) -> "pb_utils.InferenceResponse":
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
+def _alive(pid: int) -> bool:
+    """A process that exited stays a zombie until tritonserver reaps it: that counts as gone."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

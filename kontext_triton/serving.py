@@ -21,6 +21,7 @@ from kontext_engine.profiles import settings_from_parameters
 from .forwarding import Forwarded
 from .metrics import KontextMetrics
 from .parameters import request_timeout_s, split_parameters
+from .responses import error_response
 
 # Seconds a stub whose group broke waits for its execute() to return, then for its answers to leave.
 STUCK_EXECUTE_S = 10.0
@@ -118,10 +119,6 @@ def result_response(result: EngineResult) -> "pb_utils.InferenceResponse":
             pb_utils.Tensor(contract.METADATA.name, np.array([json.dumps(result.metadata)], dtype=np.object_)),
         ]
     )
-
-
-def error_response(message: str, code) -> "pb_utils.InferenceResponse":
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
 
 def _request_id(request) -> str:

@@ -9,13 +9,14 @@ import urllib.error
 import urllib.request
 
 import pytest
+from tritonclient.utils import InferenceServerException
 
 from kontext_client import KontextClient
 from kontext_triton.server.process import DEFAULT_MODEL_REPOSITORY, TritonServer, free_ports
 from kontext_triton.server.repository import write_repository
 from kontext_triton.server.watchdog import stub_processes
 from tests.integration.conftest import running_supervisor
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import infer, metric, png, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +86,39 @@ def test_a_killed_stub_is_reported_not_ready_then_reloaded(tmp_path_factory, req
         assert supervisor.watchdog.reloads == [PIPELINE]
         assert False in readiness  # readiness reflected the broken instance while it was reloaded
         assert model_ready(server)
+
+
+def test_a_unary_request_whose_pipeline_process_dies_is_answered_at_once(tmp_path_factory, request):
+    """Triton 2.51 never ends a BLS call whose pipeline stub died; the front watches the process that
+    accepted the request and answers UNAVAILABLE, and the next request is served after the reload."""
+    with running_supervisor(DEFAULT_MODEL_REPOSITORY, tmp_path_factory.mktemp("dies"), request.node) as supervisor:
+        server = supervisor.server
+        outcome = []
+
+        def slow_unary():
+            try:
+                infer(server, prompt=b"x", image=png(512, 512), width=512, height=512, steps=100,
+                      infer_options={"client_timeout": 120.0})
+                outcome.append("answered with an image")
+            except InferenceServerException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=slow_unary)
+        thread.start()
+        assert wait_for(lambda: metric(server, "kontext_batch_size", model=PIPELINE) > 0, 30)
+        (stub,) = stub_processes(server.model_repository)[PIPELINE]
+        killed = time.monotonic()
+        os.kill(stub, signal.SIGKILL)
+        thread.join(30)
+        answered_s = time.monotonic() - killed
+        (error,) = outcome
+        assert isinstance(error, InferenceServerException), error
+        assert error.status() == "StatusCode.UNAVAILABLE" and "died" in error.message()
+        assert answered_s < 5
+        with KontextClient(server.grpc_url) as client:  # retries while the watchdog reloads the pipeline
+            client.generate("x", width=64, height=64, steps=1)
+        print(f"\npipeline stub killed mid-request: the unary request was answered UNAVAILABLE after "
+              f"{answered_s:.1f} s; served again after {time.monotonic() - killed:.1f} s")
 
 
 def admin_post(server, path, body):

@@ -1,14 +1,12 @@
 """kontext_triton.serving.serve() answers every request exactly once, and a failure never shows the
 client a traceback or a server path (those go to the server log with the request id); a request the
-unary front forwarded is cancelled by its marker and counted under the front's name, and only the
-front's key makes a request count as forwarded.
+unary front forwarded is cancelled by its marker and counted under the front's name.
 
 triton_python_backend_utils exists only inside the backend stub, so a small stand-in with the same
 names is installed here; the engine side is a real KontextEngine-shaped object that fails on purpose.
 """
 
 import importlib
-import os
 import sys
 import time
 import types
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 
 from kontext_engine import EngineResult
+from tests.unit.triton_stand_ins import RecordingLogger as FakeLogger
 
 SECRET_PATH = "/opt/private/weights/transformer.py"
 
@@ -33,14 +32,7 @@ class FakeResponse:
         self.outputs, self.error = output_tensors, error
 
 
-class FakeLogger:
-    lines: list = []
-
-    @classmethod
-    def log_error(cls, message):
-        cls.lines.append(message)
-
-    log_warn = log_info = log_error
+TRITON_SIDE = ("kontext_triton.serving", "kontext_triton.forwarding", "kontext_triton.responses")
 
 
 @pytest.fixture
@@ -52,10 +44,10 @@ def serving(monkeypatch):
     utils.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", utils)
     FakeLogger.lines = []
-    for name in ("kontext_triton.serving", "kontext_triton.forwarding"):
+    for name in TRITON_SIDE:
         sys.modules.pop(name, None)
     yield importlib.import_module("kontext_triton.serving")
-    for name in ("kontext_triton.serving", "kontext_triton.forwarding"):
+    for name in TRITON_SIDE:
         sys.modules.pop(name, None)
 
 
@@ -199,40 +191,6 @@ def test_an_instance_owns_a_disjoint_gpu_set(serving):
     args = {"model_instance_kind": "MODEL", "model_instance_name": "flux_kontext_1_0", "model_instance_device_id": "0"}
     with pytest.raises(ValueError, match="exactly one instance_group"):  # indices restart in each group
         serving.instance_devices(args, 2, 4, groups=2)
-
-
-def test_only_a_holder_of_the_key_forwards_and_markers_stay_in_a_private_directory(serving, tmp_path):
-    from kontext_triton.forwarding import ForwardingChannel
-
-    front, pipeline = ForwardingChannel(tmp_path / "channel"), ForwardingChannel(tmp_path / "channel")
-    assert front.key == pipeline.key and len(front.key) >= 32  # the second one read the first one's key
-    assert os.stat(tmp_path / "channel").st_mode & 0o777 == 0o700
-    token = "t" * 22
-    forwarded = pipeline.forwarded({"forwarded_by": "flux_kontext", "forward_key": front.key, "cancel_token": token})
-    assert forwarded.origin == "flux_kontext" and forwarded.marker.parent == tmp_path / "channel"
-    for claim in ({"forwarded_by": "flux_kontext", "forward_key": "guess" * 9, "cancel_token": token},
-                  {"forwarded_by": "flux_kontext", "cancel_token": token},
-                  {"forwarded_by": "x" * 500, "forward_key": front.key, "cancel_token": token},  # label cardinality
-                  {"forwarded_by": "flux_kontext", "forward_key": front.key, "cancel_token": "../../etc/passwd"},
-                  {"forwarded_by": 1, "forward_key": front.key, "cancel_token": token}):
-        assert pipeline.forwarded(claim) is None, claim
-    with pytest.raises(ValueError):
-        front.marker("../key")
-
-
-@pytest.mark.parametrize("planted", ["shared", "link"])
-def test_a_directory_others_could_enter_is_refused(serving, tmp_path, planted):
-    from kontext_triton.forwarding import ForwardingChannel
-
-    path = tmp_path / "channel"
-    if planted == "shared":
-        path.mkdir(mode=0o777)
-        path.chmod(0o777)
-    else:
-        (tmp_path / "elsewhere").mkdir(mode=0o700)
-        path.symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(RuntimeError, match="not a directory private"):
-        ForwardingChannel(path)
 
 
 def test_a_forwarded_request_stops_at_its_marker_and_counts_under_its_front(serving, tmp_path):
