@@ -278,9 +278,9 @@ def serve(
 
 
 class EngineModel:
-    """What both models' TritonPythonModel share: an engine on this instance's device(s), its metrics,
-    and the server's per-request time limit. Subclasses write execute() around serve(), passing
-    self.in_flight."""
+    """The pipeline model's base (flux_kontext_stream; the unary front holds no engine): an engine on this
+    instance's device(s), its metrics, and the server's per-request time limit. The subclass writes
+    execute() around serve(), passing self.in_flight."""
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
