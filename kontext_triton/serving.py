@@ -242,7 +242,7 @@ def serve(
             # Past its time limit: its batch stopped, or ran on for live neighbours; either way not ok.
             budget = deadlines[position] - started
             answer(position, "expired", error_response(
-                f"request exceeded its time limit of {budget:.0f} s", pb_utils.TritonError.UNAVAILABLE))
+                f"request exceeded its time limit of {budget:.3g} s", pb_utils.TritonError.UNAVAILABLE))
         elif isinstance(outcome, GroupBroken):
             answer(position, "failed", error_response(group_failure_message(str(outcome)),
                                                       pb_utils.TritonError.UNAVAILABLE))
