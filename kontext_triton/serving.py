@@ -185,9 +185,9 @@ def serve(
             if answered[position]:
                 return
             answered[position] = True
-        try:
-            respond(position, response)
+        try:  # counted first: a client that has its answer also finds it in the metrics
             metrics.request(outcome, time.monotonic() - started, origins[position])
+            respond(position, response)
         except Exception:  # a response that cannot be sent must not stop the others
             pb_utils.Logger.log_error(f"request {_request_id(requests[position])}: answering failed\n"
                                       f"{traceback.format_exc()}")

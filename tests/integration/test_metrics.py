@@ -113,6 +113,9 @@ def test_a_known_mix_adds_up_in_every_documented_counter(small_queue_server):
     # queue full: one running, SMALL_QUEUE_SIZE queued (ok), two more rejected at once
     sent += while_busy(server, *[lambda: grpc_infer(server, 2)] * (SMALL_QUEUE_SIZE + 2))
     sent += while_busy(server, lambda: grpc_infer(server, 2, timeout=200_000))  # queue timeout after 0.2 s
+    # Triton counts a front's answer after the client has it: wait until all the front answered are counted.
+    assert wait_for(lambda: metric(server, "nv_inference_request_success", model=UNARY)
+                    == before["flux_kontext nv success"] + len(sent), 10)
     after = counters(server)
     delta = {key: after[key] - before[key] for key in after}
     print(f"\nknown mix: {len(sent)} requests -> counter deltas {delta}")
