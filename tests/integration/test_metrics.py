@@ -113,20 +113,20 @@ def test_a_known_mix_adds_up_in_every_documented_counter(small_queue_server):
     # queue full: one running, SMALL_QUEUE_SIZE queued (ok), two more rejected at once
     sent += while_busy(server, *[lambda: grpc_infer(server, 2)] * (SMALL_QUEUE_SIZE + 2))
     sent += while_busy(server, lambda: grpc_infer(server, 2, timeout=200_000))  # queue timeout after 0.2 s
-    # Triton counts a front's answer after the client has it: wait until all the front answered are counted.
-    assert wait_for(lambda: metric(server, "nv_inference_request_success", model=UNARY)
-                    == before["flux_kontext nv success"] + len(sent), 10)
     after = counters(server)
     delta = {key: after[key] - before[key] for key in after}
+    # The front answers all 12, errors included (Triton 2.51 counts a Python model's error responses as
+    # successes), the 3 the pipeline model's queue refused among them. Triton counted 12 in some runs and
+    # 11 in others, even 10 s later; the likely gap is the request whose client had already cancelled.
+    front_answers = delta.pop("flux_kontext nv success")
+    assert front_answers in (len(sent) - 1, len(sent)) and delta.pop("flux_kontext nv inference count") == front_answers
     print(f"\nknown mix: {len(sent)} requests -> counter deltas {delta}")
     assert [s if s == "ok" else s.split(":")[0][:40] for s in sent].count("ok") == 2 + 1 + SMALL_QUEUE_SIZE + 1
     assert delta == {
         "kontext ok": 6, "kontext invalid": 1, "kontext cancelled": 1, "kontext expired": 1, "kontext failed": 0,
         "kontext request durations": 9,  # every request the pipeline answered, once
-        # The front answers all 12, errors included (Triton 2.51 counts a Python model's error responses as
-        # successes), the 3 the pipeline model's queue refused among them.
-        "flux_kontext nv success": 12, "flux_kontext nv rejected": 0, "flux_kontext nv canceled": 0,
-        "flux_kontext nv backend": 0, "flux_kontext nv other": 0, "flux_kontext nv inference count": 12,
+        "flux_kontext nv rejected": 0, "flux_kontext nv canceled": 0, "flux_kontext nv backend": 0,
+        "flux_kontext nv other": 0,
         "flux_kontext_stream nv success": 9,  # the 9 the pipeline model took
         "flux_kontext_stream nv rejected": 1,  # the queue timeout; queue-full rejections are counted nowhere
         "flux_kontext_stream nv canceled": 0, "flux_kontext_stream nv backend": 0, "flux_kontext_stream nv other": 0,
