@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-queue-delay-us", type=int, help="override dynamic_batching.max_queue_delay_microseconds")
     parser.add_argument("--instance-kind", help="the pipeline model's instance kind, e.g. KIND_MODEL for "
                                                 "context_parallel > 1 on GPUs (default: the repository's)")
+    parser.add_argument("--instance-count", type=int,
+                        help="the pipeline model's instance count, e.g. 2 with KIND_MODEL and context_parallel=2 on "
+                             "4 GPUs: two groups on disjoint GPU pairs (default: the repository's)")
     parser.add_argument("--ready-timeout", type=float, default=1800)
     parser.add_argument("--sweep", action="append", required=True,
                         help="kontext_bench/sweep.py arguments of one sweep, quoted; repeatable, run in order")
@@ -61,8 +64,12 @@ def main(argv=None) -> int:
                 config.max_batch_size = size
                 if args.max_queue_delay_us is not None:
                     config.dynamic_batching.max_queue_delay_microseconds = args.max_queue_delay_us
-                if args.instance_kind and "pipeline_model" not in config.parameters:
+                if "pipeline_model" in config.parameters:  # the unary front keeps its own instances
+                    return
+                if args.instance_kind:
                     config.instance_group[0].kind = model_config_pb2.ModelInstanceGroup.Kind.Value(args.instance_kind)
+                if args.instance_count:
+                    config.instance_group[0].count = args.instance_count
 
             repository = write_repository(Path(scratch) / "model_repository", parameters, edit=edit)
             http_port, grpc_port, metrics_port = free_ports(3)

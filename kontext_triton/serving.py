@@ -316,3 +316,4 @@ class EngineModel:
         device = engine.device
         del engine
         free_device_memory(device)
+        self.metrics = None  # metric objects the interpreter frees at exit crash the stub (Triton 2.51, measured)

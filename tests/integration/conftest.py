@@ -1,5 +1,5 @@
 """One real tritonserver per test module, on free loopback ports, supervised as kontext-serve
-supervises it (stub watchdog included), stopped in teardown."""
+supervises it (stub watchdog included), stopped in teardown, where a stub that crashed fails the module."""
 
 import contextlib
 import threading
@@ -34,6 +34,9 @@ def running_supervisor(repository, log_dir, node, watchdog=True, **server_option
         server.stop()
         if getattr(node, "kontext_failed", False) and log_path.exists():
             print(f"\n----- tritonserver log ({log_path}) -----\n{log_path.read_text()[-20000:]}")
+    # Every stub enables faulthandler: a stub that crashed, serving or exiting, left its stacks in the log.
+    crashes = log_path.read_text().count("Fatal Python error") if log_path.exists() else 0
+    assert crashes == 0, f"{crashes} Python backend stub(s) crashed; server log: {log_path}"
 
 
 @contextlib.contextmanager

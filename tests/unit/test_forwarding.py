@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import types
+import weakref
 
 import numpy as np
 import pytest
@@ -159,6 +160,44 @@ def test_each_request_gets_the_first_outcome_its_stream_brings_with_its_code(for
     assert call["parameters"]["forward_key"] == front.channel.key and call["parameters"]["forwarded_by"] == "flux_kontext"
     assert front.channel.forwarded(call["parameters"]).origin == "flux_kontext"
     assert len({c["parameters"]["cancel_token"] for c in pipeline.calls}) == len(scripts)
+
+
+class Stream:
+    """A BLS response iterator whose lifetime a test can watch."""
+
+    def __init__(self, responses):
+        self.responses = iter(responses)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.responses)
+
+
+def test_the_front_lets_a_finished_stream_go_only_after_a_grace_period_or_at_close(forwarding, tmp_path, monkeypatch):
+    """Triton 2.51's stub crashes on Python 3.12 when its own C++ thread, not Python, drops a finished stream
+    last (measured): the front keeps each stream RETIRE_S after it ended, then lets it go in execute()."""
+    module, _ = forwarding
+    monkeypatch.setattr(module, "RETIRE_S", 0.3)
+    streams = {}
+
+    def script(call):
+        streams[call["request_id"]] = stream = Stream([event({"type": "result"}), Response()])
+        return stream
+
+    front, _ = front_for(forwarding, tmp_path, {"first": script, "second": script, "third": script})
+    front.execute([Request("first")])
+    first = weakref.ref(streams.pop("first"))
+    front.execute([Request("second")])  # right after: the first stream is kept
+    assert first() is not None
+    time.sleep(0.4)
+    front.execute([Request("third")])  # past the grace period: let go
+    assert first() is None
+    second, third = weakref.ref(streams.pop("second")), weakref.ref(streams.pop("third"))
+    assert third() is not None
+    front.close()
+    assert second() is None and third() is None
 
 
 def test_a_cancel_drops_a_marker_that_lives_until_execute_answers(forwarding, tmp_path):
