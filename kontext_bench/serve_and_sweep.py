@@ -44,8 +44,9 @@ def main(argv=None) -> int:
     parser.add_argument("--instance-kind", help="the pipeline model's instance kind, e.g. KIND_MODEL for "
                                                 "context_parallel > 1 on GPUs (default: the repository's)")
     parser.add_argument("--instance-count", type=int,
-                        help="the pipeline model's instance count, e.g. 2 with KIND_MODEL and context_parallel=2 on "
-                             "4 GPUs: two groups on disjoint GPU pairs (default: the repository's)")
+                        help="the pipeline model's instance count (per GPU with KIND_GPU or KIND_AUTO on GPUs), e.g. 2 "
+                             "with KIND_MODEL and context_parallel=2 on 4 GPUs: two groups on disjoint GPU pairs "
+                             "(default: the repository's)")
     parser.add_argument("--ready-timeout", type=float, default=1800)
     parser.add_argument("--sweep", action="append", required=True,
                         help="kontext_bench/sweep.py arguments of one sweep, quoted; repeatable, run in order")

@@ -1,12 +1,14 @@
 """Entry point of a context-parallel worker process: `python -m kontext_engine.parallel_worker` (started by
 rank 0, never by hand; see context_parallel.py)."""
 
+import faulthandler
 import logging
 import os
 
 from kontext_engine.context_parallel import worker_main
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a native crash prints the worker's Python stacks to the server log (its stderr)
     code = 1
     try:
         code = worker_main()

@@ -21,8 +21,10 @@ A finished BLS stream is kept for RETIRE_S before Python lets it go. The stub (2
 twice, in Python and in a table its own C++ thread clears once the stream ends; whichever lets go last
 frees the responses' numpy arrays. Freed on that thread, which has no Python thread state, they crash
 the stub on Python 3.12 (measured: a segmentation fault in every front within seconds at 16 concurrent
-requests and 4 pipeline instances; none with the streams kept). Kept, Python lets go last: the stub's
-thread clears its table within milliseconds of a stream's end.
+requests and 4 pipeline instances; none with the streams kept). The table is cleared in the order of
+the stub's other messages to the server (logs, cancellation checks), milliseconds after the stream's
+end at the loads measured; RETIRE_S leaves a wide margin, at the cost of holding each answer's
+shared memory that long.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ FORWARD_KEY = "forward_key"
 CANCEL_TOKEN = "cancel_token"
 
 POLL_S = 0.05  # how often the front checks its requests for a cancel and their pipeline process for life
-RETIRE_S = 2.0  # how long a finished BLS stream is kept before Python lets it go (see the module docstring)
+RETIRE_S = 10.0  # how long a finished BLS stream is kept before Python lets it go (see the module docstring)
+CLOSE_GRACE_S = 1.0  # at unload: the wait for open streams, and after the last one ended, before letting go
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{22,64}")
 _KEY = re.compile(r"[A-Za-z0-9_-]{43,64}")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -168,7 +171,7 @@ class Front:
         self.inputs = inputs
         self.outputs = outputs
         self.channel = channel
-        self._retired: list[_Call] = []  # answered calls, kept until their stream may be let go
+        self._retired: list[_Call] = []  # answered calls, kept (request and answer dropped) for their stream
 
     @classmethod
     def from_args(cls, args: dict) -> "Front":
@@ -180,12 +183,12 @@ class Front:
                    [o["name"] for o in config["output"]], ForwardingChannel())
 
     def execute(self, requests: list) -> list:
-        self._retired = [call for call in self._retired if not call.releasable()]
+        self._retired = [call for call in self._retired if not call.releasable(RETIRE_S)]
         key = self.channel.current_key()
         calls = [_Call(self, request, key) for request in requests]
-        for call in calls:
-            call.thread.start()
         try:
+            for call in calls:
+                call.thread.start()
             while any(call.waiting() for call in calls):
                 for call in calls:
                     call.check()
@@ -194,11 +197,22 @@ class Front:
             for call in calls:
                 call.marker.unlink(missing_ok=True)
             self._retired.extend(calls)
-        return [call.response for call in calls]
+        responses = [call.response for call in calls]
+        for call in calls:
+            call.request = call.response = None  # the thread needs neither once its request is answered
+        return responses
 
     def close(self) -> None:
-        """Lets every kept stream go while the stub can still free them (at interpreter exit a
-        stream freed by the garbage collector crashes the stub, measured on Python 3.12)."""
+        """At unload: lets every kept stream go while the stub can still free them (at interpreter exit
+        the garbage collector would, and crash the stub on Python 3.12), once open streams ended (up to
+        CLOSE_GRACE_S) and the stub's thread had CLOSE_GRACE_S to clear its table."""
+        deadline = time.monotonic() + CLOSE_GRACE_S
+        for call in self._retired:
+            if call.thread.ident is not None:
+                call.thread.join(max(0.0, deadline - time.monotonic()))
+        last_end = max((call.ended_at for call in self._retired if call.ended_at is not None), default=None)
+        if last_end is not None:
+            time.sleep(max(0.0, last_end + CLOSE_GRACE_S - time.monotonic()))
         self._retired.clear()
 
 
@@ -224,8 +238,11 @@ class _Call:
     def waiting(self) -> bool:
         return self.thread.is_alive() and not self.answered
 
-    def releasable(self) -> bool:
-        return self.ended_at is not None and time.monotonic() - self.ended_at > RETIRE_S
+    def releasable(self, after_s: float) -> bool:
+        """Its stream ended more than after_s ago, or its thread never started."""
+        if self.thread.ident is None:
+            return True
+        return self.ended_at is not None and time.monotonic() - self.ended_at > after_s
 
     def check(self) -> None:
         """Runs in execute()'s thread, so only before execute() answers the request (asking is_cancelled()

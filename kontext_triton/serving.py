@@ -311,9 +311,9 @@ class EngineModel:
             os._exit(1)
 
     def finalize(self):
+        self.metrics = None  # metric objects the interpreter frees at exit crash the stub (Triton 2.51, measured)
         engine, self.engine = self.engine, None
         engine.close()
         device = engine.device
         del engine
         free_device_memory(device)
-        self.metrics = None  # metric objects the interpreter frees at exit crash the stub (Triton 2.51, measured)

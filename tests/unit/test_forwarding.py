@@ -179,7 +179,8 @@ def test_the_front_lets_a_finished_stream_go_only_after_a_grace_period_or_at_clo
     """Triton 2.51's stub crashes on Python 3.12 when its own C++ thread, not Python, drops a finished stream
     last (measured): the front keeps each stream RETIRE_S after it ended, then lets it go in execute()."""
     module, _ = forwarding
-    monkeypatch.setattr(module, "RETIRE_S", 0.3)
+    monkeypatch.setattr(module, "RETIRE_S", 0.2)
+    monkeypatch.setattr(module, "CLOSE_GRACE_S", 0.5)
     streams = {}
 
     def script(call):
@@ -191,7 +192,8 @@ def test_the_front_lets_a_finished_stream_go_only_after_a_grace_period_or_at_clo
     first = weakref.ref(streams.pop("first"))
     front.execute([Request("second")])  # right after: the first stream is kept
     assert first() is not None
-    time.sleep(0.4)
+    assert all(call.request is None and call.response is None for call in front._retired)  # only the stream
+    time.sleep(0.5)
     front.execute([Request("third")])  # past the grace period: let go
     assert first() is None
     second, third = weakref.ref(streams.pop("second")), weakref.ref(streams.pop("third"))
