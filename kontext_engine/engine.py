@@ -24,6 +24,7 @@ from .optimizations import (
     UnsupportedOption,
     apply_optimizations,
     compile_cache_key,
+    compile_seconds,
     load_compile_artifacts,
     save_compile_artifacts,
     validate,
@@ -137,16 +138,19 @@ class KontextEngine:
                 raise UnsupportedOption(f"warmup_shapes: {problem.reason}")
         artifacts = self.compile_artifacts(cache_dir)
         if artifacts is not None:
-            log.info("compile artifacts %s: %s", "loaded" if load_compile_artifacts(artifacts) else "absent", artifacts)
-        started = time.perf_counter()
+            log.info("compile artifacts %s: %s", load_compile_artifacts(artifacts), artifacts)
+        started, compiled_before = time.perf_counter(), compile_seconds()
         batch_sizes = self._warmup_batch_sizes(self.settings.compile != "none" or self.settings.compile_vae)
         for request in requests:
             for batch_size in batch_sizes:
                 self.generate([request] * batch_size)
-        log.info("warm-up of %d shape(s) at batch sizes %s took %.1f s", len(requests), batch_sizes,
-                 time.perf_counter() - started)
+        compiled = {phase: s - compiled_before[phase] for phase, s in compile_seconds().items()}
+        log.info("warm-up of %d shape(s) at batch sizes %s took %.1f s; torch.compile: %s", len(requests),
+                 batch_sizes, time.perf_counter() - started, ", ".join(f"{p} {s:.1f} s" for p, s in compiled.items()))
         if artifacts is not None:
             log.info("compile artifacts saved: %d bytes", save_compile_artifacts(artifacts))
+            if self.group is not None:
+                self.group.share(("save_artifacts",))  # each worker's compiled code is for its own GPU
 
     @torch.inference_mode()
     def follow(self, cache_dir: Path) -> None:
@@ -159,6 +163,9 @@ class KontextEngine:
             message = self.group.share(None)
             if message[0] == "stop":
                 return
+            if message[0] == "save_artifacts":
+                log.info("rank %d: compile artifacts saved: %d bytes", self.group.rank, save_compile_artifacts(artifacts))
+                continue
             try:
                 self._denoise(message[1], output_type="latent")
             except Cancelled:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -120,7 +122,9 @@ def _compile(pipeline, settings: EngineSettings) -> None:
 
 def compile_cache_key(settings: EngineSettings, device: torch.device, model_config: dict) -> str:
     """Artifacts are valid only for the same torch, diffusers, torchao, GPU, model architecture and
-    settings (model_source aside: weights do not change compiled code)."""
+    settings (model_source aside: weights do not change compiled code). The device index is part of the
+    key: inductor's cache entries name the device, so cuda:1 finds nothing in cuda:0's artifacts (on a
+    4-GPU host, instances on cuda:1-3 compiled as long as with no cache)."""
     import diffusers
 
     try:
@@ -132,6 +136,7 @@ def compile_cache_key(settings: EngineSettings, device: torch.device, model_conf
         "diffusers": diffusers.__version__,
         "torchao": torchao_version,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device_index": device.index,
         "capability": torch.cuda.get_device_capability(device) if device.type == "cuda" else None,
         "model": model_config,
         "settings": {k: v for k, v in settings.__dict__.items() if k not in ("model_source",)},
@@ -139,12 +144,25 @@ def compile_cache_key(settings: EngineSettings, device: torch.device, model_conf
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def load_compile_artifacts(path: Path) -> bool:
-    """Loads a saved mega-cache so warm-up reuses compiled kernels instead of compiling them."""
+COMPILE_PHASES = {"compiling": "_compile.compile_inner", "Dynamo tracing": "bytecode_tracing",
+                  "backend and cache loads": "OutputGraph.call_user_compiler", "guards": "build_guards"}
+
+
+def compile_seconds() -> dict[str, float]:
+    """Seconds torch.compile spent so far in this process, by phase (Dynamo's own accounting); a warm
+    start's warm-up is mostly these."""
+    headers, values = torch._dynamo.utils.compile_times(repr="csv", aggregate=True)
+    spent = dict(zip(headers, values))
+    return {phase: float(spent.get(metric, 0.0)) for phase, metric in COMPILE_PHASES.items()}
+
+
+def load_compile_artifacts(path: Path) -> str:
+    """Loads a saved mega-cache so warm-up reuses compiled kernels instead of compiling them. Returns
+    "loaded", "absent" or "unreadable": a file torch cannot read (truncated, say) costs a cold compile
+    and is replaced after warm-up, never a failed start."""
     if not path.exists():
-        return False
-    torch.compiler.load_cache_artifacts(path.read_bytes())
-    return True
+        return "absent"
+    return "loaded" if torch.compiler.load_cache_artifacts(path.read_bytes()) is not None else "unreadable"
 
 
 def save_compile_artifacts(path: Path) -> int:
@@ -154,7 +172,13 @@ def save_compile_artifacts(path: Path) -> int:
         return 0
     data, _info = saved
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".tmp")
-    staging.write_bytes(data)
-    staging.replace(path)
+    # A staging file of its own: instances and replicas sharing the directory may save at the same time.
+    descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
     return len(data)

@@ -6,6 +6,7 @@ timings (perf/results/h100x2_context_parallel.json).
 
 import dataclasses
 import io
+import types
 
 import numpy as np
 import pytest
@@ -77,3 +78,17 @@ def test_a_size_that_does_not_split_over_the_ranks_is_invalid_and_harms_no_neigh
     bad, good = two_ranks.run([odd, request(seed=6)])
     assert isinstance(bad, InvalidRequest) and bad.field == "width" and "multiples of 32" in str(bad)
     assert good.metadata["steps"] == 4
+
+
+def test_a_worker_saves_the_artifacts_of_its_own_device_when_rank_0_says_so(monkeypatch, tmp_path):
+    """Compiled code is per device: rank 0 saves its own after warm-up, then tells each worker to."""
+    import kontext_engine.engine as engine_module
+
+    saved = []
+    monkeypatch.setattr(engine_module, "save_compile_artifacts", lambda path: saved.append(path) or 1)
+    messages = iter([("save_artifacts",), ("stop",)])
+    group = types.SimpleNamespace(rank=1, share=lambda _: next(messages))
+    settings = EngineSettings(compile="regional", compile_cache_dir=str(tmp_path))
+    worker = KontextEngine(KontextEngine.load(EngineSettings(), CPU).pipeline, CPU, settings, group=group)
+    worker.follow(tmp_path)
+    assert saved == [worker.compile_artifacts(tmp_path)]
