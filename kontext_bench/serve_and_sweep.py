@@ -47,6 +47,9 @@ def main(argv=None) -> int:
                         help="the pipeline model's instance count (per GPU with KIND_GPU or KIND_AUTO on GPUs), e.g. 2 "
                              "with KIND_MODEL and context_parallel=2 on 4 GPUs: two groups on disjoint GPU pairs "
                              "(default: the repository's)")
+    parser.add_argument("--forwarders", type=int,
+                        help="the unary front's instance count (default: the repository's); with more than two "
+                             "pipeline instances, instances x max_batch_size")
     parser.add_argument("--ready-timeout", type=float, default=1800)
     parser.add_argument("--sweep", action="append", required=True,
                         help="kontext_bench/sweep.py arguments of one sweep, quoted; repeatable, run in order")
@@ -65,7 +68,9 @@ def main(argv=None) -> int:
                 config.max_batch_size = size
                 if args.max_queue_delay_us is not None:
                     config.dynamic_batching.max_queue_delay_microseconds = args.max_queue_delay_us
-                if "pipeline_model" in config.parameters:  # the unary front keeps its own instances
+                if "pipeline_model" in config.parameters:  # the unary front
+                    if args.forwarders:
+                        config.instance_group[0].count = args.forwarders
                     return
                 if args.instance_kind:
                     config.instance_group[0].kind = model_config_pb2.ModelInstanceGroup.Kind.Value(args.instance_kind)
@@ -84,7 +89,9 @@ def main(argv=None) -> int:
                 print(f"max_batch_size {max_batch_size}: server ready in {ready_s:.1f} s", flush=True)
                 (folder / "server.json").write_text(json.dumps(
                     {"max_batch_size": max_batch_size, "parameters": parameters, "ready_s": round(ready_s, 1),
-                     "card": args.card or "not stated"}, indent=1))
+                     "card": args.card or "not stated", "forwarders": args.forwarders or "the repository's",
+                     "instance_kind": args.instance_kind or "the repository's",
+                     "instance_count": args.instance_count or "the repository's"}, indent=1))
                 for sweep_args, label in zip(sweeps, labels):
                     sweep.main([*sweep_args, "--url", server.grpc_url, "--card", args.card,
                                 "--metrics-url", f"{server.host}:{metrics_port}/metrics",

@@ -46,9 +46,14 @@ GROUP_ENVIRONMENT = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST"
                      "GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"}
 HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_TIMEOUT_S = 10.0  # counted from a worker's first heartbeat (imports come before it)
-# A collective that waits this long has a peer that will never come (NCCL's own watchdog then aborts).
-# Long, because ranks compile their graphs independently at warm-up and may arrive minutes apart.
-COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=15)
+# A collective of a pipeline call that waits this long has a peer that will never come (NCCL's own
+# watchdog then aborts). Long, because ranks compile their graphs independently at warm-up and may arrive
+# minutes apart; KONTEXT_COLLECTIVE_TIMEOUT_S sets it.
+DEFAULT_COLLECTIVE_TIMEOUT_S = 900.0
+# The control channel's wait has no useful bound: a worker waits there for rank 0's next batch however
+# long the instance idles (with the collective timeout an idle group broke itself after 15-30 minutes), and
+# a rank 0 that is gone is seen through the heartbeat within a second.
+CONTROL_TIMEOUT = datetime.timedelta(days=365)
 JOIN_TIMEOUT_S = 60.0  # for every worker to start and join
 
 FailureCallback = Callable[[str], None]
@@ -225,15 +230,17 @@ class ContextParallelGroup:
 
 
 def _connect(rank: int, world_size: int, device: torch.device, store):
-    """Joins the default process group (NCCL on a GPU, gloo on a CPU); returns the gloo group that
-    carries control messages (the default one on a CPU)."""
+    """Joins the default process group (NCCL on a GPU, gloo on a CPU) for the pipeline's collectives;
+    returns the gloo group that carries control messages."""
+    timeout = datetime.timedelta(seconds=float(os.environ.get("KONTEXT_COLLECTIVE_TIMEOUT_S",
+                                                              DEFAULT_COLLECTIVE_TIMEOUT_S)))
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", store=store, rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT,
+        dist.init_process_group("nccl", store=store, rank=rank, world_size=world_size, timeout=timeout,
                                 device_id=device)
-        return dist.new_group(backend="gloo")
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
-    return dist.group.WORLD
+    else:
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size, timeout=timeout)
+    return dist.new_group(backend="gloo", timeout=CONTROL_TIMEOUT)
 
 
 def _kill(workers: Sequence[subprocess.Popen]) -> None:

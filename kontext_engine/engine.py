@@ -148,9 +148,9 @@ class KontextEngine:
         log.info("warm-up of %d shape(s) at batch sizes %s took %.1f s; torch.compile: %s", len(requests),
                  batch_sizes, time.perf_counter() - started, ", ".join(f"{p} {s:.1f} s" for p, s in compiled.items()))
         if artifacts is not None:
-            log.info("compile artifacts saved: %d bytes", save_compile_artifacts(artifacts))
             if self.group is not None:
                 self.group.share(("save_artifacts",))  # each worker's compiled code is for its own GPU
+            log.info("compile artifacts saved: %d bytes", save_compile_artifacts(artifacts))
 
     @torch.inference_mode()
     def follow(self, cache_dir: Path) -> None:
@@ -158,13 +158,14 @@ class KontextEngine:
         lockstep with it, until rank 0 says stop."""
         artifacts = self.compile_artifacts(cache_dir)
         if artifacts is not None:
-            load_compile_artifacts(artifacts)
+            log.info("compile artifacts %s: %s", load_compile_artifacts(artifacts), artifacts)
         while True:
             message = self.group.share(None)
             if message[0] == "stop":
                 return
             if message[0] == "save_artifacts":
-                log.info("rank %d: compile artifacts saved: %d bytes", self.group.rank, save_compile_artifacts(artifacts))
+                if artifacts is not None:  # the same settings as rank 0's: always, in practice
+                    log.info("compile artifacts saved: %d bytes", save_compile_artifacts(artifacts))
                 continue
             try:
                 self._denoise(message[1], output_type="latent")

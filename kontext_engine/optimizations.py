@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -21,6 +22,8 @@ from .first_block_cache import install_first_block_cache
 from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
+
+STALE_STAGING_S = 600.0  # a save takes about a second; a staging file this old lost its writer (killed)
 
 COMPILE_CHOICES = ("none", "regional", "full")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
@@ -136,7 +139,7 @@ def compile_cache_key(settings: EngineSettings, device: torch.device, model_conf
         "diffusers": diffusers.__version__,
         "torchao": torchao_version,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "device_index": device.index,
+        "device_index": torch.cuda.current_device() if device.type == "cuda" and device.index is None else device.index,
         "capability": torch.cuda.get_device_capability(device) if device.type == "cuda" else None,
         "model": model_config,
         "settings": {k: v for k, v in settings.__dict__.items() if k not in ("model_source",)},
@@ -151,34 +154,59 @@ COMPILE_PHASES = {"compiling": "_compile.compile_inner", "Dynamo tracing": "byte
 def compile_seconds() -> dict[str, float]:
     """Seconds torch.compile spent so far in this process, by phase (Dynamo's own accounting); a warm
     start's warm-up is mostly these."""
-    headers, values = torch._dynamo.utils.compile_times(repr="csv", aggregate=True)
-    spent = dict(zip(headers, values))
-    return {phase: float(spent.get(metric, 0.0)) for phase, metric in COMPILE_PHASES.items()}
+    try:  # a private API: a torch that changed it gets zeros, not a failed warm-up
+        headers, values = torch._dynamo.utils.compile_times(repr="csv", aggregate=True)
+        spent = dict(zip(headers, values))
+        return {phase: float(spent.get(metric, 0.0)) for phase, metric in COMPILE_PHASES.items()}
+    except Exception:
+        return dict.fromkeys(COMPILE_PHASES, 0.0)
 
 
 def load_compile_artifacts(path: Path) -> str:
     """Loads a saved mega-cache so warm-up reuses compiled kernels instead of compiling them. Returns
     "loaded", "absent" or "unreadable": a file torch cannot read (truncated, say) costs a cold compile
     and is replaced after warm-up, never a failed start."""
-    if not path.exists():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return "absent"
-    return "loaded" if torch.compiler.load_cache_artifacts(path.read_bytes()) is not None else "unreadable"
+    except OSError as error:
+        log.warning("compile artifacts %s could not be read: %s", path, error)
+        return "unreadable"
+    return "loaded" if torch.compiler.load_cache_artifacts(data) is not None else "unreadable"
 
 
 def save_compile_artifacts(path: Path) -> int:
-    """Saves what this process compiled; returns the number of bytes written (0 if nothing)."""
+    """Saves what this process compiled; returns the number of bytes written (0 if nothing, or if the
+    directory cannot take it: a full or read-only volume costs the next start a compile, not this one)."""
     saved = torch.compiler.save_cache_artifacts()
     if saved is None:
         return 0
     data, _info = saved
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A staging file of its own: instances and replicas sharing the directory may save at the same time.
-    descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    staging = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(path)
+        # A staging file of its own: instances and replicas sharing the directory may save at the same time.
+        descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(descriptor, "wb") as file:
             file.write(data)
+            os.fchmod(file.fileno(), 0o644)  # as a plain write would leave it (mkstemp makes it 0600)
         os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    except OSError as error:
+        log.warning("compile artifacts not saved to %s: %s", path, error)
+        return 0
+    finally:
+        if staging is not None and os.path.exists(staging):
+            os.unlink(staging)
     return len(data)
+
+
+def _remove_stale_staging(path: Path) -> None:
+    """Removes staging files of path whose writers were killed mid-save (~80 MB each on the volume)."""
+    for staging in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if time.time() - staging.stat().st_mtime > STALE_STAGING_S:
+                staging.unlink()
+        except OSError:
+            pass  # another writer finished or removed it meanwhile

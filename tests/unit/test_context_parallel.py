@@ -1,7 +1,7 @@
 """Context parallelism on CPUs: two processes (gloo) run one edit in lockstep, as GPUs do over NCCL.
 
-What only a GPU run covers: NCCL, the cuDNN attention backend, compiled and FP8 blocks across ranks,
-timings (perf/results/h100x2_context_parallel.json).
+What only a GPU run covers: NCCL, the cuDNN attention backend, FP8 blocks across ranks, timings
+(perf/results/h100x2_context_parallel.json). Compiled blocks across ranks: test_context_parallel_lifecycle.py.
 """
 
 import dataclasses
@@ -92,3 +92,4 @@ def test_a_worker_saves_the_artifacts_of_its_own_device_when_rank_0_says_so(monk
     worker = KontextEngine(KontextEngine.load(EngineSettings(), CPU).pipeline, CPU, settings, group=group)
     worker.follow(tmp_path)
     assert saved == [worker.compile_artifacts(tmp_path)]
+

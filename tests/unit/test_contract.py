@@ -49,7 +49,11 @@ def test_the_unary_model_is_a_cpu_front_for_the_one_pipeline_model():
     unary, stream = load_config("flux_kontext"), load_config("flux_kontext_stream")
     assert {key: value.string_value for key, value in unary.parameters.items()} == {"pipeline_model": stream.name}
     assert [group.kind for group in unary.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
-    assert unary.dynamic_batching == stream.dynamic_batching and unary.max_batch_size == stream.max_batch_size
+    assert unary.max_batch_size == stream.max_batch_size
+    assert unary.dynamic_batching.default_queue_policy == stream.dynamic_batching.default_queue_policy
+    # One request per forwarder: a forwarder answers when its whole execute() is done, so a group would wait
+    # for its slowest request (perf/experiments/2026-11-27-front-batching/).
+    assert list(unary.dynamic_batching.preferred_batch_size) == [1]
 
 
 def test_client_matches_contract():

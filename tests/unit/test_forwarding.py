@@ -282,7 +282,7 @@ def test_a_directory_others_could_enter_is_refused(forwarding, tmp_path, planted
 
 
 def test_the_front_never_imports_torch(tmp_path):
-    """Four forwarder processes per server: each would otherwise hold torch's ~0.5 GB and seconds of import."""
+    """Eight forwarder processes per server: each would otherwise hold torch's ~0.5 GB and seconds of import."""
     (tmp_path / "triton_python_backend_utils.py").write_text("")
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); import kontext_triton.forwarding; "
              "print(sorted(m for m in ('torch', 'diffusers', 'PIL') if m in sys.modules))")

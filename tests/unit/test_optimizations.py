@@ -1,7 +1,9 @@
 """Each optimization on the tiny model: it is applied, changes nothing it should not, stays deterministic."""
 
 import io
+import os
 import sys
+import time
 import types
 from dataclasses import replace
 
@@ -12,7 +14,7 @@ from PIL import Image
 
 from kontext_engine import EditRequest, KontextEngine
 from kontext_engine.engine import warmup_requests
-from kontext_engine.optimizations import INDUCTOR_RECIPE, UnsupportedOption, compile_cache_key
+from kontext_engine.optimizations import INDUCTOR_RECIPE, UnsupportedOption, compile_cache_key, save_compile_artifacts
 from kontext_engine.settings import EngineSettings
 
 BASE = EngineSettings()
@@ -120,6 +122,24 @@ def test_regional_compile_matches_eager_and_persists_artifacts_over_an_unreadabl
     assert np.abs(image_of(result) - baseline).max() <= 2
     assert [p.name for p in tmp_path.iterdir()] == [artifacts.name]  # replaced, no staging file left
     assert torch.compiler.load_cache_artifacts(artifacts.read_bytes()) is not None
+
+
+def test_artifacts_that_cannot_be_saved_cost_a_warning_not_the_start(tmp_path, caplog):
+    torch.compile(lambda x: x * 2)(torch.ones(3))  # something for the mega-cache to hold
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the cache directory should be")
+    with caplog.at_level("WARNING", logger="kontext_engine.optimizations"):
+        assert save_compile_artifacts(blocked / "artifacts.bin") == 0
+    assert "compile artifacts not saved" in caplog.text
+    saved = tmp_path / "cache" / "artifacts.bin"
+    saved.parent.mkdir()
+    killed, live = saved.parent / ".artifacts.bin.killed.tmp", saved.parent / ".artifacts.bin.live.tmp"
+    killed.write_bytes(b"x")
+    live.write_bytes(b"x")
+    os.utime(killed, (time.time() - 3600, time.time() - 3600))  # its writer died an hour ago
+    assert save_compile_artifacts(saved) > 0
+    assert sorted(p.name for p in saved.parent.iterdir()) == [live.name, "artifacts.bin"]  # ours and the dead one gone
+    assert saved.stat().st_mode & 0o777 == 0o644  # readable by the other pods of the volume, as before
 
 
 def test_warm_up_compiles_every_batch_size_so_serving_compiles_nothing(tmp_path):
