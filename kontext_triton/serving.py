@@ -1,6 +1,7 @@
 """One `execute` call: parse every request, run the valid ones, answer each as soon as its own
 outcome is known (an invalid request at once, each batch group when it ends)."""
 
+import faulthandler
 import gc
 import json
 import locale
@@ -283,6 +284,7 @@ class EngineModel:
     execute() around serve(), passing self.in_flight."""
 
     def initialize(self, args):
+        faulthandler.enable()  # a native crash prints every thread's Python stack to the server log
         config = json.loads(args["model_config"])
         serving, engine_parameters = model_parameters(config)
         self.request_timeout_s = request_timeout_s(serving)

@@ -1,8 +1,6 @@
 """flux_kontext_stream: the pipeline model. Streams progress events, then the image (decoupled), to its
 own clients, and serves the requests flux_kontext forwards (kontext_triton/forwarding.py)."""
 
-import faulthandler
-
 import triton_python_backend_utils as pb_utils
 
 from kontext_triton.forwarding import ForwardingChannel, request_parameters
@@ -18,7 +16,6 @@ def _events(*payloads: dict, outputs=()) -> "pb_utils.InferenceResponse":
 
 class TritonPythonModel(EngineModel):
     def initialize(self, args):
-        faulthandler.enable()  # a native crash prints every thread's Python stack to the server log
         super().initialize(args)
         self.channel = ForwardingChannel()
 
