@@ -73,6 +73,9 @@ VARIANTS = {
                             "vae_channels_last": True, "compile_mode": "reduce-overhead", "static_shapes": True},
     "fp8_autotune": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
                      "vae_channels_last": True, "compile_mode": "max-autotune-no-cudagraphs"},
+    # inductor config is process-wide: run it after the variants it is compared with
+    "fp8_multikernel": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
+                        "vae_channels_last": True, "multi_kernel": True},
     "stack": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
               "vae_channels_last": True},
     "stack_bf16": {"cache_threshold": 0.08, "fuse_qkv": True, "compile": "regional", "compile_vae": True,

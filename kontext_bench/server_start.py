@@ -1,4 +1,5 @@
-"""The server with both models, started twice on one cache volume: empty, then warm.
+"""The server with both models, started on one cache volume: empty, then warm (or, on a given volume,
+as many times as asked, each start labelled by what the volume held).
 
 Each start is a fresh tritonserver on a copy of the model repository (both models: the unary front and
 the pipeline model), with the compile-artifact cache and TorchInductor's cache on one directory, as on
@@ -95,12 +96,14 @@ def main(argv=None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=4)
     parser.add_argument("--size", type=int, default=1024, help="width and height of the two requests")
     parser.add_argument("--card", default="")
+    parser.add_argument("--cache-volume", type=Path, help="the cache volume to start on (default: a new empty one)")
+    parser.add_argument("--starts", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     parameters = dict(item.split("=", 1) for item in args.param)
 
     with tempfile.TemporaryDirectory() as scratch:
-        cache = Path(scratch) / "cache-volume"
+        cache = args.cache_volume or Path(scratch) / "cache-volume"
         parameters["compile_cache_dir"] = str(cache / "compile-artifacts")
 
         def edit(config):
@@ -108,8 +111,10 @@ def main(argv=None) -> int:
 
         repository = write_repository(Path(scratch) / "model_repository", parameters, edit=edit)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        starts = [start_once(repository, cache, label, args.size, args.out.parent)
-                  for label in ("empty cache", "warm cache")]
+        starts = []
+        for number in range(1, args.starts + 1):
+            label = "warm cache" if any((cache / "compile-artifacts").glob("*.bin")) else "empty cache"
+            starts.append(start_once(repository, cache, f"{label} {number}", args.size, args.out.parent))
     import torch  # versions only, after the servers
 
     args.out.write_text(json.dumps({

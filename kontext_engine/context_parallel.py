@@ -302,7 +302,7 @@ def worker_main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cache-dir", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"context-parallel rank {args.rank} %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s context-parallel rank {args.rank} %(levelname)s %(name)s: %(message)s")
     threading.Thread(target=_heartbeat, args=(args.parent_pid,), name="heartbeat", daemon=True).start()
     device = torch.device(args.device)
     store = dist.TCPStore("127.0.0.1", args.port, args.world_size, is_master=False,

@@ -24,6 +24,7 @@ from .optimizations import (
     UnsupportedOption,
     apply_optimizations,
     compile_cache_key,
+    compile_cache_misses,
     compile_seconds,
     load_compile_artifacts,
     save_compile_artifacts,
@@ -67,6 +68,7 @@ class KontextEngine:
         self.settings = settings
         self.max_batch_size = max_batch_size
         self.group = group  # None: this process alone runs every pipeline call
+        self.artifacts_loaded = False  # compile artifacts from an earlier start were loaded (build)
 
     @classmethod
     def load(
@@ -107,9 +109,18 @@ class KontextEngine:
     def build(cls, settings: EngineSettings, device: torch.device, max_batch_size: int, cache_dir: Path,
               group: Optional[ContextParallelGroup] = None) -> "KontextEngine":
         """Loads and optimizes the pipeline, without warm-up (a worker's warm-up is following rank 0's)."""
-        pipeline = load_pipeline(settings.model_source, device, resolve_dtype(settings.dtype, device), cache_dir)
-        apply_optimizations(pipeline, settings, device, parallel=group is not None)
-        return cls(pipeline, device, settings, max_batch_size, group)
+        started = time.perf_counter()
+        engine = cls(load_pipeline(settings.model_source, device, resolve_dtype(settings.dtype, device), cache_dir),
+                     device, settings, max_batch_size, group)
+        pipeline_s = time.perf_counter() - started
+        artifacts = engine.compile_artifacts(cache_dir)
+        # One place for rank 0 and a context-parallel worker alike; warm_up and follow save after.
+        engine.artifacts_loaded = artifacts is not None and engine._load_artifacts(artifacts)
+        optimizing = time.perf_counter()
+        apply_optimizations(engine.pipeline, settings, device, parallel=group is not None)
+        log.info("pipeline loaded in %.1f s, optimizations applied in %.1f s", pipeline_s,
+                 time.perf_counter() - optimizing)
+        return engine
 
     def close(self) -> None:
         """Stops the group's workers (context parallelism); nothing to do otherwise."""
@@ -126,7 +137,7 @@ class KontextEngine:
 
     def warm_up(self, cache_dir: Path) -> None:
         """Runs each configured warm-up shape alone and, when batching is on, as a full batch (with
-        static_shapes, at every batch size), reusing persisted compile artifacts when they exist. So
+        static_shapes, at every batch size), reusing the compile artifacts build() loaded. So
         torch.compile builds every graph a request will need now rather than under load, and a full
         batch is proven to fit in memory."""
         requests = warmup_requests(self.settings.warmup_shapes, self.settings.warmup_steps)
@@ -137,9 +148,7 @@ class KontextEngine:
             if problem is not None:
                 raise UnsupportedOption(f"warmup_shapes: {problem.reason}")
         artifacts = self.compile_artifacts(cache_dir)
-        if artifacts is not None:
-            log.info("compile artifacts %s: %s", load_compile_artifacts(artifacts), artifacts)
-        started, compiled_before = time.perf_counter(), compile_seconds()
+        started, compiled_before, misses_before = time.perf_counter(), compile_seconds(), compile_cache_misses()
         batch_sizes = self._warmup_batch_sizes(self.settings.compile != "none" or self.settings.compile_vae)
         for request in requests:
             for batch_size in batch_sizes:
@@ -150,22 +159,21 @@ class KontextEngine:
         if artifacts is not None:
             if self.group is not None:
                 self.group.share(("save_artifacts",))  # each worker's compiled code is for its own GPU
-            log.info("compile artifacts saved: %d bytes", save_compile_artifacts(artifacts))
+            self._save_artifacts(artifacts, self.artifacts_loaded, misses_before)
 
     @torch.inference_mode()
     def follow(self, cache_dir: Path) -> None:
         """A context-parallel worker's life: run every batch rank 0 shares (its warm-up included) in
         lockstep with it, until rank 0 says stop."""
         artifacts = self.compile_artifacts(cache_dir)
-        if artifacts is not None:
-            log.info("compile artifacts %s: %s", load_compile_artifacts(artifacts), artifacts)
+        misses_before = compile_cache_misses()
         while True:
             message = self.group.share(None)
             if message[0] == "stop":
                 return
             if message[0] == "save_artifacts":
                 if artifacts is not None:  # the same settings as rank 0's: always, in practice
-                    log.info("compile artifacts saved: %d bytes", save_compile_artifacts(artifacts))
+                    self._save_artifacts(artifacts, self.artifacts_loaded, misses_before)
                 continue
             try:
                 self._denoise(message[1], output_type="latent")
@@ -173,6 +181,23 @@ class KontextEngine:
                 pass  # rank 0 decided; every rank stopped at the same step
             # Any other failure ends this worker: rank 0 may not have failed alike, and the group
             # cannot be brought back in step. Rank 0's monitor sees the exit and the instance restarts.
+
+    @staticmethod
+    def _load_artifacts(path: Path) -> bool:
+        started = time.perf_counter()
+        status = load_compile_artifacts(path)
+        log.info("compile artifacts %s in %.1f s: %s", status, time.perf_counter() - started, path)
+        return status == "loaded"
+
+    @staticmethod
+    def _save_artifacts(path: Path, loaded: bool, misses_before: Optional[int]) -> None:
+        """Saves what this process compiled, unless every graph came from the file it loaded: replicas
+        sharing a volume would otherwise rewrite the same ~80 MB at every start."""
+        misses = compile_cache_misses()
+        if loaded and misses is not None and misses == misses_before:
+            log.info("compile artifacts unchanged (every graph came from them): not saved again")
+        else:
+            log.info("compile artifacts saved: %d bytes", save_compile_artifacts(path))
 
     def _warmup_batch_sizes(self, compiled: bool) -> tuple[int, ...]:
         """Static shapes compile each batch size; otherwise batch 1 and one symbolic graph for the rest."""

@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -106,6 +107,11 @@ def _compile(pipeline, settings: EngineSettings) -> None:
     if settings.inductor_recipe:
         for key, value in INDUCTOR_RECIPE.items():
             setattr(torch._inductor.config, key, value)
+    if settings.multi_kernel:
+        # FP8's per-row activation quantization is a row reduction (amax) then a scale-and-cast. Rows wider
+        # than 1024 (every one here: 3072-15360) get a looped kernel that reads the row twice; multi-kernel
+        # also builds the one-pass variant and picks the faster at the first call.
+        torch._inductor.config.triton.multi_kernel = 1
     mode = None if settings.compile_mode == "default" else settings.compile_mode
     # dynamic=None: once a second size or batch size arrives, Dynamo recompiles with that dimension
     # symbolic, and a symbolic sequence length costs 45% per step at 512x512 on an H100 (perf/NOTES.md).
@@ -125,9 +131,11 @@ def _compile(pipeline, settings: EngineSettings) -> None:
 
 def compile_cache_key(settings: EngineSettings, device: torch.device, model_config: dict) -> str:
     """Artifacts are valid only for the same torch, diffusers, torchao, GPU, model architecture and
-    settings (model_source aside: weights do not change compiled code). The device index is part of the
-    key: inductor's cache entries name the device, so cuda:1 finds nothing in cuda:0's artifacts (on a
-    4-GPU host, instances on cuda:1-3 compiled as long as with no cache)."""
+    settings, model_source included: weights loaded from a directory compile to other graphs than the
+    same architecture built in memory (measured: a start from a directory on random-full's artifacts
+    compiled for 66 s, perf/NOTES.md). The device index is part of the key: inductor's cache entries
+    name the device, so cuda:1 finds nothing in cuda:0's artifacts (on a 4-GPU host, instances on
+    cuda:1-3 compiled as long as with no cache)."""
     import diffusers
 
     try:
@@ -141,8 +149,9 @@ def compile_cache_key(settings: EngineSettings, device: torch.device, model_conf
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "device_index": torch.cuda.current_device() if device.type == "cuda" and device.index is None else device.index,
         "capability": torch.cuda.get_device_capability(device) if device.type == "cuda" else None,
-        "model": model_config,
-        "settings": {k: v for k, v in settings.__dict__.items() if k not in ("model_source",)},
+        # The architecture: a saved model's config also records the diffusers version that wrote it ("_" keys).
+        "model": {key: value for key, value in model_config.items() if not key.startswith("_")},
+        "settings": settings.__dict__,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -160,6 +169,16 @@ def compile_seconds() -> dict[str, float]:
         return {phase: float(spent.get(metric, 0.0)) for phase, metric in COMPILE_PHASES.items()}
     except Exception:
         return dict.fromkeys(COMPILE_PHASES, 0.0)
+
+
+def compile_cache_misses() -> Optional[int]:
+    """Graphs this process compiled rather than found in a cache so far (Dynamo's counters); None if
+    this torch counts differently."""
+    try:
+        counters = torch._dynamo.utils.counters
+        return int(counters["inductor"]["fxgraph_cache_miss"] + counters["aot_autograd"]["autograd_cache_miss"])
+    except Exception:
+        return None
 
 
 def load_compile_artifacts(path: Path) -> str:

@@ -21,6 +21,7 @@ class EngineSettings:
     compile_vae: bool = False  # compile the VAE decoder
     static_shapes: bool = False  # one graph per warmed size and batch size: faster when several sizes are served; other sizes compile on first use
     inductor_recipe: bool = False  # the original recipe's inductor flags
+    multi_kernel: bool = False  # inductor also builds one-pass (persistent) variants of row reductions up to 16K wide and keeps the faster
     fp8: bool = False  # torchao FP8 dynamic per-row quantization of the transformer blocks (GPU, sm89+)
     attention_backend: str = ""  # a diffusers attention backend (e.g. _native_cudnn); empty = SDPA default
     compile_cache: bool = True  # persist torch.compile artifacts (mega-cache) for fast cold starts

@@ -34,7 +34,6 @@ import os
 import re
 import secrets
 import stat
-import tempfile
 import threading
 import time
 import traceback
@@ -47,6 +46,7 @@ import triton_python_backend_utils as pb_utils
 from kontext_engine import contract
 
 from .responses import error_from_event, error_response
+from .server.process import forwarding_directory
 
 # BLS request parameters the front sets
 FORWARDED_BY = "forwarded_by"  # the front's model name: the pipeline model labels the request's metrics with it
@@ -62,8 +62,8 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def server_directory() -> Path:
-    """Shared by the stubs of one tritonserver (their parent), per user."""
-    return Path(tempfile.gettempdir()) / f"kontext-forwarding-{os.getuid()}-{os.getppid()}"
+    """Shared by the stubs of one tritonserver (their parent); the launcher removes it when the server ends."""
+    return forwarding_directory(os.getppid())
 
 
 @dataclass(frozen=True)

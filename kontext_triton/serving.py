@@ -85,7 +85,7 @@ def load_engine(args: dict, config: dict, engine_parameters: dict[str, str],
     """Builds the engine on the device(s) this instance owns; one start-up log line."""
     # The engine logs warm-up and compile-cache events with `logging`; the stub's stderr goes to
     # Triton's log.
-    logging.basicConfig(level=logging.INFO, format=f"{args['model_instance_name']} %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args['model_instance_name']} %(levelname)s %(name)s: %(message)s")
     use_utf8_text_files()
     settings = settings_from_parameters(engine_parameters, os.environ)
     gpu_count = torch.cuda.device_count() if settings.context_parallel > 1 else 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +38,11 @@ DEFAULT_EXIT_TIMEOUT_S = 60
 def default_cache_dir() -> Path:
     """Where the wheel's backend links live (shared with the engine's caches)."""
     return Path(os.environ.get("KONTEXT_CACHE_DIR", Path.home() / ".cache" / "kontext-triton"))
+
+
+def forwarding_directory(server_pid: int) -> Path:
+    """The private directory the stubs of one tritonserver share (kontext_triton/forwarding.py), per user."""
+    return Path(tempfile.gettempdir()) / f"kontext-forwarding-{os.getuid()}-{server_pid}"
 
 
 def free_ports(count: int) -> list[int]:
@@ -118,6 +125,10 @@ class TritonServer:
             # Explicit model control lets the stub watchdog reload one model; the repository API
             # that makes possible is restricted to the operator's key.
             "--model-control-mode=explicit",
+            # Every config.pbtxt is complete; auto-complete would start one extra stub per Python model
+            # just to ask its model.py, importing torch and diffusers first: 5.4 s before the pipeline
+            # stubs start (perf/NOTES.md, "Start to ready").
+            "--disable-auto-complete-config",
             f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",
             *[f"--load-model={m}" for m in (self.models or ["*"])],
@@ -191,6 +202,8 @@ class TritonServer:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        # Its stubs are gone: their shared directory too (one per server start, else /tmp fills with them).
+        shutil.rmtree(forwarding_directory(self.process.pid), ignore_errors=True)
 
     def stop(self) -> None:
         """terminate(), wait for the shutdown (exit timeout plus a margin), then reap the group."""

@@ -36,6 +36,9 @@ def start_failing(tmp_path, parameters) -> str:
 def test_a_bad_model_path_fails_start_up_naming_it(tmp_path):
     log = start_failing(tmp_path, {"model_source": "/nonexistent/FLUX.1-Kontext-dev"})
     assert "model_source '/nonexistent/FLUX.1-Kontext-dev' is not a directory" in log
+    # No auto-complete stub ran first: it would import torch and diffusers just to ask model.py for a
+    # config (5.4 s of a start in run O, perf/NOTES.md)
+    assert '"auto-complete-config":"false"' in log
 
 
 def test_a_profile_the_device_cannot_run_fails_start_up_naming_it(tmp_path):

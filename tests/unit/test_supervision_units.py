@@ -12,7 +12,7 @@ import pytest
 
 from kontext_triton import parameters
 from kontext_triton.server import supervisor as supervision
-from kontext_triton.server.process import TritonServer, free_ports
+from kontext_triton.server.process import TritonServer, forwarding_directory, free_ports
 from kontext_triton.server.watchdog import stub_processes
 
 
@@ -100,6 +100,17 @@ def test_a_server_that_ignores_sigterm_is_killed_after_its_exit_timeout(monkeypa
     started = time.monotonic()
     assert supervisor.run() == 1  # stopped, but not cleanly
     assert time.monotonic() - started < 10
+
+
+def test_reaping_a_server_removes_its_stubs_shared_directory():
+    server = TritonServer()
+    server.process = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    server.process.wait()
+    shared = forwarding_directory(server.process.pid)
+    shared.mkdir(mode=0o700)
+    (shared / "key").write_text("k" * 43)
+    server.reap()
+    assert not shared.exists()  # one per server start: left behind, /tmp collects them by the hundred
 
 
 def test_request_timeout_is_read_validated_and_overridable():
