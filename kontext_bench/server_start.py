@@ -9,6 +9,10 @@ loaded), and one unary (gRPC infer(), through the front) and one streaming reque
 
   python -m kontext_bench.server_start --param profile=gpu-fp8 --param model_source=random-full \
       --param warmup_shapes=1024x1024:edit --max-batch-size 4 --size 1024 --out perf/results/x/server_start.json
+  ... --cache-volume /tmp/volume --starts 1    # one more start on a volume an earlier run left
+
+Each start's row also says what the engine made of the volume's artifacts for its key (loaded, absent,
+unreadable) and whether it saved them again.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import datetime
 import io
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -68,6 +73,13 @@ def requests_through_both_apis(server: TritonServer, size: int) -> dict:
             "stream_progress_events": progress, "same_image": unary.image.tobytes() == streamed.image.tobytes()}
 
 
+def artifacts_outcome(log: str) -> dict:
+    """What the pipeline model's engine logged about its compile artifacts at this start."""
+    loaded = re.findall(r"compile artifacts (loaded|absent|unreadable) in", log)
+    saved = re.findall(r"compile artifacts (saved|unchanged)", log)
+    return {"artifacts": loaded[-1] if loaded else None, "artifacts_after_warm_up": saved[-1] if saved else None}
+
+
 def start_once(repository: Path, cache: Path, label: str, size: int, log_dir: Path) -> dict:
     http_port, grpc_port, metrics_port = free_ports(3)
     log_path = log_dir / f"server_{label.replace(' ', '_')}.log"
@@ -79,7 +91,8 @@ def start_once(repository: Path, cache: Path, label: str, size: int, log_dir: Pa
         server.start(timeout_s=1800)
         ready_s = time.monotonic() - started
         print(f"{label}: process start to ready {ready_s:.1f} s", flush=True)
-        row = {"label": label, "ready_s": round(ready_s, 1), "gpu_memory": gpu_memory(repository)}
+        row = {"label": label, "ready_s": round(ready_s, 1), **artifacts_outcome(log_path.read_text()),
+               "gpu_memory": gpu_memory(repository)}
         row.update(requests_through_both_apis(server, size))
         print(json.dumps(row), flush=True)
         return row
@@ -100,6 +113,8 @@ def main(argv=None) -> int:
     parser.add_argument("--starts", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.starts < 1:
+        parser.error("--starts must be 1 or more")
     parameters = dict(item.split("=", 1) for item in args.param)
 
     with tempfile.TemporaryDirectory() as scratch:

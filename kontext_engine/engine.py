@@ -24,7 +24,6 @@ from .optimizations import (
     UnsupportedOption,
     apply_optimizations,
     compile_cache_key,
-    compile_cache_misses,
     compile_seconds,
     load_compile_artifacts,
     save_compile_artifacts,
@@ -68,7 +67,7 @@ class KontextEngine:
         self.settings = settings
         self.max_batch_size = max_batch_size
         self.group = group  # None: this process alone runs every pipeline call
-        self.artifacts_loaded = False  # compile artifacts from an earlier start were loaded (build)
+        self.loaded_artifacts: frozenset = frozenset()  # keys of the compile artifacts build() loaded
 
     @classmethod
     def load(
@@ -108,14 +107,15 @@ class KontextEngine:
     @classmethod
     def build(cls, settings: EngineSettings, device: torch.device, max_batch_size: int, cache_dir: Path,
               group: Optional[ContextParallelGroup] = None) -> "KontextEngine":
-        """Loads and optimizes the pipeline, without warm-up (a worker's warm-up is following rank 0's)."""
+        """Loads the pipeline and the compile artifacts of an earlier start, and optimizes the pipeline;
+        no warm-up (a worker's warm-up is following rank 0's)."""
         started = time.perf_counter()
         engine = cls(load_pipeline(settings.model_source, device, resolve_dtype(settings.dtype, device), cache_dir),
                      device, settings, max_batch_size, group)
         pipeline_s = time.perf_counter() - started
         artifacts = engine.compile_artifacts(cache_dir)
-        # One place for rank 0 and a context-parallel worker alike; warm_up and follow save after.
-        engine.artifacts_loaded = artifacts is not None and engine._load_artifacts(artifacts)
+        if artifacts is not None:  # here for rank 0 and a context-parallel worker alike
+            engine._load_artifacts(artifacts)
         optimizing = time.perf_counter()
         apply_optimizations(engine.pipeline, settings, device, parallel=group is not None)
         log.info("pipeline loaded in %.1f s, optimizations applied in %.1f s", pipeline_s,
@@ -148,7 +148,7 @@ class KontextEngine:
             if problem is not None:
                 raise UnsupportedOption(f"warmup_shapes: {problem.reason}")
         artifacts = self.compile_artifacts(cache_dir)
-        started, compiled_before, misses_before = time.perf_counter(), compile_seconds(), compile_cache_misses()
+        started, compiled_before = time.perf_counter(), compile_seconds()
         batch_sizes = self._warmup_batch_sizes(self.settings.compile != "none" or self.settings.compile_vae)
         for request in requests:
             for batch_size in batch_sizes:
@@ -159,21 +159,20 @@ class KontextEngine:
         if artifacts is not None:
             if self.group is not None:
                 self.group.share(("save_artifacts",))  # each worker's compiled code is for its own GPU
-            self._save_artifacts(artifacts, self.artifacts_loaded, misses_before)
+            self._save_artifacts(artifacts)
 
     @torch.inference_mode()
     def follow(self, cache_dir: Path) -> None:
         """A context-parallel worker's life: run every batch rank 0 shares (its warm-up included) in
         lockstep with it, until rank 0 says stop."""
         artifacts = self.compile_artifacts(cache_dir)
-        misses_before = compile_cache_misses()
         while True:
             message = self.group.share(None)
             if message[0] == "stop":
                 return
             if message[0] == "save_artifacts":
                 if artifacts is not None:  # the same settings as rank 0's: always, in practice
-                    self._save_artifacts(artifacts, self.artifacts_loaded, misses_before)
+                    self._save_artifacts(artifacts)
                 continue
             try:
                 self._denoise(message[1], output_type="latent")
@@ -182,22 +181,17 @@ class KontextEngine:
             # Any other failure ends this worker: rank 0 may not have failed alike, and the group
             # cannot be brought back in step. Rank 0's monitor sees the exit and the instance restarts.
 
-    @staticmethod
-    def _load_artifacts(path: Path) -> bool:
+    def _load_artifacts(self, path: Path) -> None:
         started = time.perf_counter()
-        status = load_compile_artifacts(path)
+        status, self.loaded_artifacts = load_compile_artifacts(path)
         log.info("compile artifacts %s in %.1f s: %s", status, time.perf_counter() - started, path)
-        return status == "loaded"
 
-    @staticmethod
-    def _save_artifacts(path: Path, loaded: bool, misses_before: Optional[int]) -> None:
-        """Saves what this process compiled, unless every graph came from the file it loaded: replicas
-        sharing a volume would otherwise rewrite the same ~80 MB at every start."""
-        misses = compile_cache_misses()
-        if loaded and misses is not None and misses == misses_before:
-            log.info("compile artifacts unchanged (every graph came from them): not saved again")
+    def _save_artifacts(self, path: Path) -> None:
+        written = save_compile_artifacts(path, self.loaded_artifacts)
+        if written is None:
+            log.info("compile artifacts unchanged (every one used came from the file): not saved again")
         else:
-            log.info("compile artifacts saved: %d bytes", save_compile_artifacts(path))
+            log.info("compile artifacts saved: %d bytes", written)
 
     def _warmup_batch_sizes(self, compiled: bool) -> tuple[int, ...]:
         """Static shapes compile each batch size; otherwise batch 1 and one symbolic graph for the rest."""

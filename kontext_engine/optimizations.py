@@ -110,8 +110,11 @@ def _compile(pipeline, settings: EngineSettings) -> None:
     if settings.multi_kernel:
         # FP8's per-row activation quantization is a row reduction (amax) then a scale-and-cast. Rows wider
         # than 1024 (every one here: 3072-15360) get a looped kernel that reads the row twice; multi-kernel
-        # also builds the one-pass variant and picks the faster at the first call.
+        # also builds the one-pass variant and picks the faster at the first call. torch 2.11 cannot load a
+        # multi-kernel graph from inductor's caches (perf/experiments/2026-11-27-multi-kernel): compile afresh.
         torch._inductor.config.triton.multi_kernel = 1
+        torch._inductor.config.fx_graph_cache = False
+        torch._functorch.config.enable_autograd_cache = False
     mode = None if settings.compile_mode == "default" else settings.compile_mode
     # dynamic=None: once a second size or batch size arrives, Dynamo recompiles with that dimension
     # symbolic, and a symbolic sequence length costs 45% per step at 512x512 on an H100 (perf/NOTES.md).
@@ -151,9 +154,17 @@ def compile_cache_key(settings: EngineSettings, device: torch.device, model_conf
         "capability": torch.cuda.get_device_capability(device) if device.type == "cuda" else None,
         # The architecture: a saved model's config also records the diffusers version that wrote it ("_" keys).
         "model": {key: value for key, value in model_config.items() if not key.startswith("_")},
-        "settings": settings.__dict__,
+        "settings": _settings_material(settings),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _settings_material(settings: EngineSettings) -> dict:
+    """Every setting but where the artifacts live; a directory source by its resolved path."""
+    material = {key: value for key, value in settings.__dict__.items() if key != "compile_cache_dir"}
+    if Path(settings.model_source).is_dir():
+        material["model_source"] = str(Path(settings.model_source).resolve())
+    return material
 
 
 COMPILE_PHASES = {"compiling": "_compile.compile_inner", "Dynamo tracing": "bytecode_tracing",
@@ -171,37 +182,33 @@ def compile_seconds() -> dict[str, float]:
         return dict.fromkeys(COMPILE_PHASES, 0.0)
 
 
-def compile_cache_misses() -> Optional[int]:
-    """Graphs this process compiled rather than found in a cache so far (Dynamo's counters); None if
-    this torch counts differently."""
-    try:
-        counters = torch._dynamo.utils.counters
-        return int(counters["inductor"]["fxgraph_cache_miss"] + counters["aot_autograd"]["autograd_cache_miss"])
-    except Exception:
-        return None
-
-
-def load_compile_artifacts(path: Path) -> str:
+def load_compile_artifacts(path: Path) -> tuple[str, frozenset]:
     """Loads a saved mega-cache so warm-up reuses compiled kernels instead of compiling them. Returns
-    "loaded", "absent" or "unreadable": a file torch cannot read (truncated, say) costs a cold compile
-    and is replaced after warm-up, never a failed start."""
+    "loaded", "absent" or "unreadable", and the keys of the artifacts loaded: a file torch cannot read
+    (truncated, say) costs a cold compile and is replaced after warm-up, never a failed start."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return "absent"
+        return "absent", frozenset()
     except OSError as error:
         log.warning("compile artifacts %s could not be read: %s", path, error)
-        return "unreadable"
-    return "loaded" if torch.compiler.load_cache_artifacts(data) is not None else "unreadable"
+        return "unreadable", frozenset()
+    info = torch.compiler.load_cache_artifacts(data)
+    return ("loaded", _artifact_keys(info)) if info is not None else ("unreadable", frozenset())
 
 
-def save_compile_artifacts(path: Path) -> int:
-    """Saves what this process compiled; returns the number of bytes written (0 if nothing, or if the
-    directory cannot take it: a full or read-only volume costs the next start a compile, not this one)."""
+def save_compile_artifacts(path: Path, loaded: frozenset = frozenset()) -> Optional[int]:
+    """Saves what this process compiled or took from a cache; returns the number of bytes written (0 if
+    nothing, or if the directory cannot take it: a full or read-only volume costs the next start a
+    compile, not this one), or None when all of it is among the artifacts `loaded` from the file:
+    replicas sharing a volume do not rewrite the same ~80 MB at every start."""
     saved = torch.compiler.save_cache_artifacts()
     if saved is None:
         return 0
-    data, _info = saved
+    data, info = saved
+    used = _artifact_keys(info)
+    if used and used <= loaded:
+        return None
     staging = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,6 +226,15 @@ def save_compile_artifacts(path: Path) -> int:
         if staging is not None and os.path.exists(staging):
             os.unlink(staging)
     return len(data)
+
+
+def _artifact_keys(info) -> frozenset:
+    """(kind, key) of every artifact a torch.compiler CacheInfo lists; empty if this torch lists them
+    otherwise (then every start saves, as before)."""
+    artifacts = getattr(info, "artifacts", None)
+    if not isinstance(artifacts, dict):
+        return frozenset()
+    return frozenset((kind, key) for kind, keys in artifacts.items() for key in keys)
 
 
 def _remove_stale_staging(path: Path) -> None:

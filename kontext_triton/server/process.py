@@ -127,7 +127,7 @@ class TritonServer:
             "--model-control-mode=explicit",
             # Every config.pbtxt is complete; auto-complete would start one extra stub per Python model
             # just to ask its model.py, importing torch and diffusers first: 5.4 s before the pipeline
-            # stubs start (perf/NOTES.md, "Start to ready").
+            # stubs start (perf/NOTES.md, "The FP8 step's remaining levers and the warm start").
             "--disable-auto-complete-config",
             f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",

@@ -48,6 +48,15 @@ def stub_processes(repository: Path, server_pid: Optional[int] = None) -> dict[s
     return found
 
 
+def process_start_ticks(pid: int) -> Optional[int]:
+    """When the process started, in clock ticks since boot (/proc/<pid>/stat, field 22); None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # the fields after the command name start at field 3
+
+
 class StubWatchdog(threading.Thread):
     def __init__(self, server: TritonServer, interval_s: float = 1.0, grace_s: float = 3.0):
         super().__init__(name="stub-watchdog", daemon=True)
@@ -61,23 +70,24 @@ class StubWatchdog(threading.Thread):
         return stub_processes(Path(self.server.model_repository), self.server.process.pid)
 
     def run(self) -> None:
-        first_seen: dict[int, int] = {}  # stub pid -> the poll that first saw it
+        # stub pid -> when its process started: a stub that vanished was replaced if a stub of its model
+        # started after it (by the clock, not by when a poll first saw it: a load that began before or
+        # within the first poll would otherwise look as old as the stub it replaced)
+        started: dict[int, int] = {}
         known = self.stubs()
+        self._note_starts(known, started)
         vanished: dict[str, set[int]] = {}  # stubs gone and not yet judged, per model
-        poll = 0
         while not self._stopping.wait(self.interval_s):
             if not self.server.running():
                 return  # the server itself is gone (its stubs went with it): the supervisor's business
-            poll += 1
             try:
                 current = self.stubs()
-                for pid in set().union(*current.values()) - first_seen.keys():
-                    first_seen[pid] = poll
+                self._note_starts(current, started)
                 for model, pids in known.items():
                     vanished.setdefault(model, set()).update(pids - current.get(model, set()))
                 for model, pids in list(vanished.items()):
                     if pids:
-                        verdict = self._judge(model, min(first_seen.get(pid, poll) for pid in pids), first_seen)
+                        verdict = self._judge(model, max(started.get(pid, 0) for pid in pids), started)
                         if verdict is None:
                             continue  # the server did not answer: judge again next time
                         del vanished[model]
@@ -88,14 +98,22 @@ class StubWatchdog(threading.Thread):
             except Exception:  # a watchdog that stops watching must say so, then keep going
                 log.exception("stub watchdog: check failed")
 
-    def _judge(self, model: str, vanished_seen: int, first_seen: dict[int, int]) -> Optional[bool]:
+    @staticmethod
+    def _note_starts(stubs: dict[str, set[int]], started: dict[int, int]) -> None:
+        for pid in set().union(*stubs.values()) - started.keys():
+            ticks = process_start_ticks(pid)
+            if ticks is not None:
+                started[pid] = ticks
+
+    def _judge(self, model: str, vanished_started: int, started: dict[int, int]) -> Optional[bool]:
         """A stub of `model` vanished: True for a death, False for a reload or an unload, None if unknown."""
         if self._stopping.wait(self.grace_s) or not self.server.running():
             return False
         if not http_ok(f"{self._base}/health/live", 5):
             return None
         live = self.stubs().get(model, set())
-        if any(first_seen.get(pid, vanished_seen + 1) > vanished_seen for pid in live):
+        self._note_starts({model: live}, started)
+        if any(started.get(pid, 0) > vanished_started for pid in live):
             return False  # a newer stub took its place: a load through the repository API
         return self._state(model) == "READY"
 

@@ -3,6 +3,7 @@
 import io
 import os
 import re
+import subprocess
 import sys
 import time
 import types
@@ -123,11 +124,39 @@ def test_regional_compile_matches_eager_and_persists_artifacts_over_an_unreadabl
     assert np.abs(image_of(result) - baseline).max() <= 2
     assert [p.name for p in tmp_path.iterdir()] == [artifacts.name]  # replaced, no staging file left
     assert torch.compiler.load_cache_artifacts(artifacts.read_bytes()) is not None
+
+
+# One server start: load the volume's artifacts, compile the graphs named (each multiplies by its constant),
+# save; prints what save_compile_artifacts returned.
+START = """
+import sys, torch
+from pathlib import Path
+from kontext_engine.optimizations import load_compile_artifacts, save_compile_artifacts
+path = Path(sys.argv[1])
+_, loaded = load_compile_artifacts(path)
+for constant in sys.argv[2:]:
+    namespace = {"torch": torch}
+    exec(f"def f(x):\\n    return x * torch.full((3,), {constant})", namespace)
+    torch.compile(namespace["f"])(torch.ones(3))
+print(save_compile_artifacts(path, loaded))
+"""
+
+
+def test_artifacts_are_written_again_only_when_a_start_used_some_the_file_lacks(tmp_path):
+    artifacts = tmp_path / "volume" / "artifacts.bin"
+
+    def start(*graphs) -> str:  # a fresh process with an empty local inductor cache, as a new pod
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"inductor-{time.monotonic_ns()}")}
+        done = subprocess.run([sys.executable, "-c", START, str(artifacts), *graphs], env=env, capture_output=True,
+                              text=True, check=True)
+        return done.stdout.split()[-1]
+
+    assert int(start("2.5")) > 0
     os.utime(artifacts, (0, 0))
-    with caplog.at_level("INFO", logger="kontext_engine.engine"):
-        KontextEngine.load(settings)  # every graph comes from the file: nothing new to save
-    assert "compile artifacts loaded" in caplog.text and "not saved again" in caplog.text
-    assert artifacts.stat().st_mtime == 0  # replicas sharing the volume do not rewrite it at every start
+    assert start("2.5") == "None"  # all from the file: replicas on one volume do not rewrite it per start
+    assert artifacts.stat().st_mtime == 0
+    assert int(start("2.5", "3.5")) > 0  # one graph the file lacked: saved, with the one it had
+    assert start("3.5", "2.5") == "None"
 
 
 def test_artifacts_that_cannot_be_saved_cost_a_warning_not_the_start(tmp_path, caplog):
@@ -177,7 +206,7 @@ def test_static_shapes_serve_more_sizes_than_dynamos_default_limit():
     assert [(r.metadata["width"], r.metadata["height"]) for r in results] == sizes
 
 
-def test_compile_cache_key_changes_with_compile_settings():
+def test_compile_cache_key_changes_with_compile_settings(tmp_path):
     config = {"num_layers": 1}
     cpu = torch.device("cpu")
     regional = compile_cache_key(replace(BASE, compile="regional"), cpu, config)
@@ -191,6 +220,12 @@ def test_compile_cache_key_changes_with_compile_settings():
     # Its config also records where and by what it was saved: not part of the architecture.
     saved = {**config, "_name_or_path": "/models/x", "_diffusers_version": "0.42.1", "_use_default_values": ["y"]}
     assert in_directory == compile_cache_key(replace(BASE, compile="regional", model_source="/models/x"), cpu, saved)
+    # Where the artifacts live, and how a directory is spelled, are not what was compiled.
+    assert regional == compile_cache_key(replace(BASE, compile="regional", compile_cache_dir="/mnt/c"), cpu, config)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    assert (compile_cache_key(replace(BASE, compile="regional", model_source=str(weights)), cpu, config)
+            == compile_cache_key(replace(BASE, compile="regional", model_source=f"{tmp_path}/./weights/"), cpu, config))
 
 
 def test_compile_cache_key_changes_with_software_and_gpu(monkeypatch):
@@ -249,6 +284,8 @@ def test_full_compile_with_compiled_vae_recipe_and_multi_kernel_matches_eager(ba
     for key in INDUCTOR_RECIPE:
         monkeypatch.setattr(inductor, key, getattr(inductor, key))  # process-wide flags: restored after the test
     monkeypatch.setattr(inductor.triton, "multi_kernel", inductor.triton.multi_kernel)
+    monkeypatch.setattr(inductor, "fx_graph_cache", inductor.fx_graph_cache)
+    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", torch._functorch.config.enable_autograd_cache)
     settings = replace(BASE, compile="full", compile_vae=True, inductor_recipe=True, multi_kernel=True,
                        compile_cache=False)
     engine = KontextEngine.load(settings)
@@ -256,5 +293,6 @@ def test_full_compile_with_compiled_vae_recipe_and_multi_kernel_matches_eager(ba
     assert engine.pipeline.vae.decoder._compiled_call_impl is not None
     assert inductor.coordinate_descent_tuning is True and inductor.epilogue_fusion is False
     assert inductor.triton.multi_kernel == 1  # a GPU-only choice (Triton kernels); on the CPU nothing changes
+    assert inductor.fx_graph_cache is False  # torch 2.11 fails to load multi-kernel graphs from its caches
     (result,) = engine.run([edit_request()])
     assert np.abs(image_of(result) - baseline).max() <= 2
