@@ -75,14 +75,14 @@ class StubWatchdog(threading.Thread):
         # within the first poll would otherwise look as old as the stub it replaced)
         started: dict[int, int] = {}
         known = self.stubs()
-        self._note_starts(known, started)
+        self._note_starts(set().union(*known.values()), started)
         vanished: dict[str, set[int]] = {}  # stubs gone and not yet judged, per model
         while not self._stopping.wait(self.interval_s):
             if not self.server.running():
                 return  # the server itself is gone (its stubs went with it): the supervisor's business
             try:
                 current = self.stubs()
-                self._note_starts(current, started)
+                self._note_starts(set().union(*current.values()), started)
                 for model, pids in known.items():
                     vanished.setdefault(model, set()).update(pids - current.get(model, set()))
                 for model, pids in list(vanished.items()):
@@ -99,8 +99,8 @@ class StubWatchdog(threading.Thread):
                 log.exception("stub watchdog: check failed")
 
     @staticmethod
-    def _note_starts(stubs: dict[str, set[int]], started: dict[int, int]) -> None:
-        for pid in set().union(*stubs.values()) - started.keys():
+    def _note_starts(pids: set[int], started: dict[int, int]) -> None:
+        for pid in pids - started.keys():
             ticks = process_start_ticks(pid)
             if ticks is not None:
                 started[pid] = ticks
@@ -112,7 +112,7 @@ class StubWatchdog(threading.Thread):
         if not http_ok(f"{self._base}/health/live", 5):
             return None
         live = self.stubs().get(model, set())
-        self._note_starts({model: live}, started)
+        self._note_starts(live, started)
         if any(started.get(pid, 0) > vanished_started for pid in live):
             return False  # a newer stub took its place: a load through the repository API
         return self._state(model) == "READY"
