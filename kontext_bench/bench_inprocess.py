@@ -1,7 +1,7 @@
 """In-process benchmark of the optimization stack, through the same engine code that serves requests.
 
-Every variant is an EngineSettings delta applied by `KontextEngine.load`; all variants use the same
-seed and inputs. Per variant and shape: end-to-end seconds (warm-up excluded, N runs, median and
+Every variant is an EngineSettings delta applied by `KontextEngine.load` (a peer's, in PEERS, by that
+project's stack: `cache_dit`); all variants use the same seed and inputs. Per variant and shape: end-to-end seconds (warm-up excluded, N runs, median and
 spread, synchronised clocks), transformer ms per full and per cached step (CUDA events between
 step callbacks), achieved TFLOP/s against the dense matmul rates measured in this run, the ratio to
 the step's floor, peak GPU memory, steps computed vs skipped, and fidelity (PSNR and relative L2 of
@@ -17,6 +17,7 @@ import argparse
 import datetime
 import gc
 import io
+import itertools
 import json
 import math
 import platform
@@ -25,6 +26,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from kontext_engine import EditRequest, KontextEngine
 from kontext_engine.codecs import decode_image
 from kontext_engine.settings import EngineSettings
 from kontext_bench.input_data import synthetic_image
+from kontext_bench.peer_cache_dit import CacheDitPipeline
 
 VARIANTS = {
     "baseline": {},
@@ -73,14 +76,35 @@ VARIANTS = {
                             "vae_channels_last": True, "compile_mode": "reduce-overhead", "static_shapes": True},
     "fp8_autotune": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
                      "vae_channels_last": True, "compile_mode": "max-autotune-no-cudagraphs"},
-    # inductor config is process-wide: run it after the variants it is compared with
+    # inductor config is process-wide: run these after the variants they are compared with
     "fp8_multikernel": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
                         "vae_channels_last": True, "multi_kernel": True},
+    "fp8_descent": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
+                    "vae_channels_last": True, "coordinate_descent": True},
+    "stack_descent": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
+                      "vae_channels_last": True, "coordinate_descent": True},
+    # One change each against stack, from how cache-dit's stack differs: Q, K and V projections left
+    # apart, the whole transformer compiled, the AdaLN modulation Linears left in bf16.
+    "stack_unfused_qkv": {"cache_threshold": 0.08, "fp8": True, "compile": "regional", "compile_vae": True,
+                          "vae_channels_last": True},
+    "stack_full": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "full", "compile_vae": True,
+                   "vae_channels_last": True},
+    "stack_unfused_full": {"cache_threshold": 0.08, "fp8": True, "compile": "full", "compile_vae": True,
+                           "vae_channels_last": True},
+    "stack_bf16_modulation": {"cache_threshold": 0.08, "fp8": True, "fp8_modulation": False, "fuse_qkv": True,
+                              "compile": "regional", "compile_vae": True, "vae_channels_last": True},
     "stack": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
               "vae_channels_last": True},
     "stack_bf16": {"cache_threshold": 0.08, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
                    "vae_channels_last": True},
+    # The peer, cache-dit's best configuration on the same pipeline (kontext_bench/peer_cache_dit.py): the
+    # stack's cache threshold and FP8, the whole transformer compiled. Its inductor flags are process-wide:
+    # run it last.
+    "cache_dit": {"cache_threshold": 0.08, "fp8": True, "compile": "full"},
+    "cache_dit_bf16": {"cache_threshold": 0.08, "compile": "full"},
 }
+# Variants run by another project's code instead of KontextEngine.load (same signature).
+PEERS = {"cache_dit": CacheDitPipeline.load, "cache_dit_bf16": CacheDitPipeline.load}
 SHAPES = {  # name: (width, height, edit?)
     "edit1024": (1024, 1024, True),
     "edit512": (512, 512, True),
@@ -162,6 +186,11 @@ class StepClock:
         self.events.append(event)
         self.computed.append(_computed_steps_so_far(done))
 
+    def reclassify(self, cached_steps: Sequence[int]) -> None:
+        """For implementations that tell which steps (0-based) they skipped only after the call."""
+        skipped = set(cached_steps)
+        self.computed = list(itertools.accumulate(int(index not in skipped) for index in range(len(self.events))))
+
     def step_ms(self) -> tuple[list[float], list[float]]:
         """(full step times, cached step times) in ms, from the second step on."""
         full, cached = [], []
@@ -202,7 +231,7 @@ def run_variant(name, delta, args, device, rates, references, gpus: int = 1) -> 
     worker_devices = [torch.device(device.type, (device.index or 0) + rank) if device.type == "cuda" else device
                       for rank in range(1, gpus)]
     started = time.perf_counter()
-    engine = KontextEngine.load(settings, device, worker_devices=worker_devices)
+    engine = PEERS.get(name, KontextEngine.load)(settings, device, worker_devices=worker_devices)
     sync(device)
     load_s = time.perf_counter() - started
     log(f"{name} on {gpus} device(s): loaded and optimized in {load_s:.1f} s")
@@ -226,6 +255,8 @@ def run_variant(name, delta, args, device, rates, references, gpus: int = 1) -> 
                     times.append(time.perf_counter() - started)
                     if isinstance(result, Exception):
                         raise result
+                    if "cached_steps" in result.metadata:
+                        clock.reclassify(result.metadata["cached_steps"])
                     full, cached = clock.step_ms()
                     full_ms += full
                     cached_ms += cached

@@ -53,7 +53,7 @@ class FluxCachedBlocks(fbc.CachedTransformerBlocks):
         return super().forward(hidden_states, encoder_hidden_states, *args, **kwargs)
 
     def call_remaining_transformer_blocks(self, hidden_states, encoder_hidden_states, *args, **kwargs):
-        fbc.get_current_cache_context().computed_steps += 1
+        _count_computed_step()
         encoder_out, hidden_out = self._run(self.transformer_blocks[1:], hidden_states, encoder_hidden_states,
                                             *args, **kwargs)
         return hidden_out, encoder_out, hidden_out - hidden_states, encoder_out - encoder_hidden_states
@@ -62,6 +62,14 @@ class FluxCachedBlocks(fbc.CachedTransformerBlocks):
         for block in (*double_blocks, *self.single_transformer_blocks):
             encoder_hidden_states, hidden_states = block(hidden_states, encoder_hidden_states, *args, **kwargs)
         return encoder_hidden_states, hidden_states
+
+
+@torch.compiler.disable
+def _count_computed_step() -> None:
+    """Outside any compiled graph: traced, the count would be a guarded constant, and a whole-model
+    compile would recompile at every step until Dynamo's limit, then run eager (452 ms per FP8 step
+    instead of ~220 on an H100)."""
+    fbc.get_current_cache_context().computed_steps += 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,10 +71,10 @@ def apply_optimizations(pipeline, settings: EngineSettings, device: torch.device
     parallel: this process is one rank of a context-parallel group (the default process group)."""
     transformer, vae = pipeline.transformer, pipeline.vae
     if settings.fuse_qkv:
-        transformer.fuse_qkv_projections()
+        _fuse_qkv(transformer)
         vae.fuse_qkv_projections()
     if settings.fp8:
-        _quantize_fp8(transformer)
+        _quantize_fp8(transformer, settings.fp8_modulation)
     attention_backend = settings.attention_backend or (attention_backend_for(device) if parallel else "")
     if attention_backend:
         transformer.set_attention_backend(attention_backend)
@@ -88,12 +88,38 @@ def apply_optimizations(pipeline, settings: EngineSettings, device: torch.device
         _compile(pipeline, settings)
 
 
-def _quantize_fp8(transformer) -> None:
-    """Dynamic per-row FP8 activations and weights for the transformer blocks' Linear layers."""
+# What diffusers keeps beside a fused attention's to_qkv / to_added_qkv, for unfusing.
+SEPARATE_PROJECTIONS = {"to_qkv": ("to_q", "to_k", "to_v"), "to_added_qkv": ("add_q_proj", "add_k_proj", "add_v_proj")}
+
+
+def _fuse_qkv(transformer) -> None:
+    """diffusers' QKV fusion, one attention at a time, dropping the separate projections it keeps for
+    unfusing (which the engine never does). At full size they are 2.15 B parameters that nothing runs:
+    kept, they took 4.0 GiB of an FP8 instance's peak memory on an H100 (36.27 against 32.26 GiB unfused,
+    perf/results/raw/h100_runW3_bench.json)."""
+    from diffusers.models.attention import AttentionModuleMixin
+
+    for module in list(transformer.modules()):
+        if not (isinstance(module, AttentionModuleMixin) and module._supports_qkv_fusion):
+            continue
+        module.fuse_projections()
+        for fused, separate in SEPARATE_PROJECTIONS.items():
+            if hasattr(module, fused):
+                for name in separate:
+                    delattr(module, name)
+
+
+def _quantize_fp8(transformer, modulation: bool = True) -> None:
+    """Dynamic per-row FP8 activations and weights for the transformer blocks' Linear layers; without
+    `modulation`, the AdaLN modulation Linears stay in bf16 (their input is one row per image: a GEMV)."""
+    from diffusers.models.normalization import AdaLayerNormZero, AdaLayerNormZeroSingle
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
+    kept = set() if modulation else {id(norm.linear) for norm in transformer.modules()
+                                     if isinstance(norm, (AdaLayerNormZero, AdaLayerNormZeroSingle))}
+
     def in_blocks(module, fqn: str) -> bool:
-        return isinstance(module, torch.nn.Linear) and "transformer_blocks" in fqn
+        return isinstance(module, torch.nn.Linear) and "transformer_blocks" in fqn and id(module) not in kept
 
     # set_inductor_config=False: torchao otherwise switches on coordinate-descent tuning in all
     # directions for the whole process, and the first compile then benchmarks every kernel variant
@@ -107,6 +133,11 @@ def _compile(pipeline, settings: EngineSettings) -> None:
     if settings.inductor_recipe:
         for key, value in INDUCTOR_RECIPE.items():
             setattr(torch._inductor.config, key, value)
+    if settings.coordinate_descent:
+        # Tunes block sizes of the reductions and pointwise kernels (FP8 quantization, norms, modulation)
+        # around inductor's heuristic pick; the pick is kept in inductor's autotune cache, which the
+        # compile artifacts carry. Not in all directions: that stalled the first FP8 compile for minutes.
+        torch._inductor.config.coordinate_descent_tuning = True
     if settings.multi_kernel:
         # FP8's per-row activation quantization is a row reduction (amax) then a scale-and-cast. Rows wider
         # than 1024 (every one here: 3072-15360) get a looped kernel that reads the row twice; multi-kernel

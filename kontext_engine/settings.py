@@ -21,8 +21,10 @@ class EngineSettings:
     compile_vae: bool = False  # compile the VAE decoder
     static_shapes: bool = False  # one graph per warmed size and batch size: faster when several sizes are served; other sizes compile on first use
     inductor_recipe: bool = False  # the original recipe's inductor flags
+    coordinate_descent: bool = False  # inductor tunes each Triton kernel's block sizes at its first run (longer cold compile)
     multi_kernel: bool = False  # inductor also builds one-pass (persistent) variants of row reductions up to 16K wide and keeps the faster
     fp8: bool = False  # torchao FP8 dynamic per-row quantization of the transformer blocks (GPU, sm89+)
+    fp8_modulation: bool = True  # with fp8, also the blocks' AdaLN modulation Linears (one row per image)
     attention_backend: str = ""  # a diffusers attention backend (e.g. _native_cudnn); empty = SDPA default
     compile_cache: bool = True  # persist torch.compile artifacts (mega-cache) for fast cold starts
     compile_cache_dir: str = ""  # where artifacts live; empty = $KONTEXT_CACHE_DIR/compile-artifacts

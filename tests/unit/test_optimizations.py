@@ -16,7 +16,8 @@ from PIL import Image
 
 from kontext_engine import EditRequest, KontextEngine
 from kontext_engine.engine import warmup_requests
-from kontext_engine.optimizations import INDUCTOR_RECIPE, UnsupportedOption, compile_cache_key, save_compile_artifacts
+from kontext_engine.optimizations import (INDUCTOR_RECIPE, UnsupportedOption, _compile, compile_cache_key,
+                                         save_compile_artifacts)
 from kontext_engine.settings import EngineSettings
 
 BASE = EngineSettings()
@@ -47,9 +48,13 @@ def run(settings, request=None):
 
 
 def test_fused_qkv_is_applied_and_keeps_the_output(baseline):
+    unfused = sum(p.numel() for p in KontextEngine.load(BASE).pipeline.transformer.parameters())
     engine = KontextEngine.load(replace(BASE, fuse_qkv=True))
     attention = first_double_block(engine).attn
-    assert attention.fused_projections and hasattr(attention, "to_qkv")
+    assert attention.fused_projections and hasattr(attention, "to_qkv") and hasattr(attention, "to_added_qkv")
+    # diffusers keeps the separate projections for unfusing; nothing runs them, so they are dropped
+    assert not any(hasattr(attention, name) for name in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj"))
+    assert sum(p.numel() for p in engine.pipeline.transformer.parameters()) == unfused
     (result,) = engine.run([edit_request()])
     assert np.abs(image_of(result) - baseline).max() <= 2
 
@@ -296,3 +301,24 @@ def test_full_compile_with_compiled_vae_recipe_and_multi_kernel_matches_eager(ba
     assert inductor.fx_graph_cache is False  # torch 2.11 fails to load multi-kernel graphs from its caches
     (result,) = engine.run([edit_request()])
     assert np.abs(image_of(result) - baseline).max() <= 2
+
+
+def test_coordinate_descent_alone_turns_on_tuning_but_not_in_all_directions(monkeypatch):
+    import torch._inductor.config as inductor
+
+    for key in ("coordinate_descent_tuning", "coordinate_descent_check_all_directions"):
+        monkeypatch.setattr(inductor, key, False)  # process-wide flags: restored after the test
+    nothing_to_compile = types.SimpleNamespace(transformer=None, vae=None)
+    _compile(nothing_to_compile, replace(BASE, coordinate_descent=True))
+    assert inductor.coordinate_descent_tuning is True
+    assert inductor.coordinate_descent_check_all_directions is False  # the flag that stalled FP8's first compile
+
+
+def test_a_wholly_compiled_transformer_is_not_recompiled_at_every_step_of_a_cached_call(monkeypatch):
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)  # a recompile storm fails the call
+    engine = KontextEngine.load(replace(BASE, compile="full", compile_cache=False))
+    steps = 2 * torch._dynamo.config.recompile_limit  # past the limit if each computed step compiled again
+    request = replace(edit_request(steps=steps), cache_threshold=1e-9)  # the cache decides at every step, and misses
+    (result,) = engine.run([request])
+    assert not isinstance(result, Exception), result
+    assert result.metadata["steps_computed"] == steps
