@@ -1,7 +1,7 @@
 """In-process benchmark of the optimization stack, through the same engine code that serves requests.
 
-Every variant is an EngineSettings delta applied by `KontextEngine.load` (a peer's, in PEERS, by that
-project's stack: `cache_dit`); all variants use the same seed and inputs. Per variant and shape: end-to-end seconds (warm-up excluded, N runs, median and
+Every variant is an EngineSettings delta applied by `KontextEngine.load`, or by a peer's stack (PEERS:
+cache-dit); all variants use the same seed and inputs. Per variant and shape: end-to-end seconds (warm-up excluded, N runs, median and
 spread, synchronised clocks), transformer ms per full and per cached step (CUDA events between
 step callbacks), achieved TFLOP/s against the dense matmul rates measured in this run, the ratio to
 the step's floor, peak GPU memory, steps computed vs skipped, and fidelity (PSNR and relative L2 of
@@ -36,7 +36,7 @@ from kontext_engine import EditRequest, KontextEngine
 from kontext_engine.codecs import decode_image
 from kontext_engine.settings import EngineSettings
 from kontext_bench.input_data import synthetic_image
-from kontext_bench.peer_cache_dit import CacheDitPipeline
+from kontext_bench.peer_cache_dit import CacheDitPeer
 
 VARIANTS = {
     "baseline": {},
@@ -83,8 +83,8 @@ VARIANTS = {
                     "vae_channels_last": True, "coordinate_descent": True},
     "stack_descent": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
                       "vae_channels_last": True, "coordinate_descent": True},
-    # One change each against stack, from how cache-dit's stack differs: Q, K and V projections left
-    # apart, the whole transformer compiled, the AdaLN modulation Linears left in bf16.
+    # One change each against stack: as cache-dit's stack differs (Q, K and V projections left apart, the
+    # whole transformer compiled), and the AdaLN modulation Linears (one row per image) left in bf16.
     "stack_unfused_qkv": {"cache_threshold": 0.08, "fp8": True, "compile": "regional", "compile_vae": True,
                           "vae_channels_last": True},
     "stack_full": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "full", "compile_vae": True,
@@ -104,7 +104,7 @@ VARIANTS = {
     "cache_dit_bf16": {"cache_threshold": 0.08, "compile": "full"},
 }
 # Variants run by another project's code instead of KontextEngine.load (same signature).
-PEERS = {"cache_dit": CacheDitPipeline.load, "cache_dit_bf16": CacheDitPipeline.load}
+PEERS = {"cache_dit": CacheDitPeer.load, "cache_dit_bf16": CacheDitPeer.load}
 SHAPES = {  # name: (width, height, edit?)
     "edit1024": (1024, 1024, True),
     "edit512": (512, 512, True),

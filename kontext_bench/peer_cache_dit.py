@@ -3,10 +3,11 @@
 `bench_inprocess --variants ...,cache_dit` runs it like a variant of ours, in the same process, on the
 same pipeline, inputs, clocks and baseline (so its fidelity figures are against the same eager image).
 Its stack (cache-dit 1.5.3): DBCache with one front block and no back blocks (F1B0, the First Block Cache
-family) at the settings' cache threshold; torchao float8 per-row on the transformer's repeated blocks,
-embedders and modulation layers left in bf16 (cache-dit's defaults); cache-dit's recommended inductor
-flags (`set_compile_configs()`: coordinate-descent tuning in all directions, no epilogue fusion, ...), then
-torch.compile of the whole transformer (or its repeated blocks). Those flags are process-wide: run it last.
+family) at the settings' cache threshold; torchao float8 per-row on every Linear of the transformer's
+repeated blocks (its exclusions, names containing "embed" or "mod", match none of a Flux block's);
+cache-dit's recommended inductor flags (`set_compile_configs()`: coordinate-descent tuning in all
+directions, no epilogue fusion, dead-code elimination), then torch.compile of the whole transformer (or its
+repeated blocks). Those flags are process-wide: run it last.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from kontext_engine.loading import load_pipeline, resolve_dtype
 from kontext_engine.settings import EngineSettings
 
 
-class CacheDitPipeline:
+class CacheDitPeer:
     """What the benchmark needs of an engine (run, pipeline, close), over cache-dit's stack."""
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
 
     @classmethod
-    def load(cls, settings: EngineSettings, device: torch.device, worker_devices: Sequence = ()) -> "CacheDitPipeline":
+    def load(cls, settings: EngineSettings, device: torch.device, worker_devices: Sequence = ()) -> "CacheDitPeer":
         """Reads cache_threshold, fp8, compile (none, full or regional), model_source and dtype."""
         import cache_dit
         from cache_dit import DBCacheConfig, QuantizeConfig
@@ -82,4 +83,8 @@ class CacheDitPipeline:
                              metadata={"steps_computed": request.steps - len(cached), "cached_steps": cached})]
 
     def close(self) -> None:
-        """Nothing to stop: the pipeline is freed with this object."""
+        """Restores the pipeline class: cache-dit wraps FluxKontextPipeline.__call__ for the whole process,
+        and the wrapper holds this pipeline (GPU memory) until it is released."""
+        import cache_dit
+
+        cache_dit.disable_cache(self.pipeline)

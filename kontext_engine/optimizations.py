@@ -94,9 +94,9 @@ SEPARATE_PROJECTIONS = {"to_qkv": ("to_q", "to_k", "to_v"), "to_added_qkv": ("ad
 
 def _fuse_qkv(transformer) -> None:
     """diffusers' QKV fusion, one attention at a time, dropping the separate projections it keeps for
-    unfusing (which the engine never does). At full size they are 2.15 B parameters that nothing runs:
-    kept, they took 4.0 GiB of an FP8 instance's peak memory on an H100 (36.27 against 32.26 GiB unfused,
-    perf/results/raw/h100_runW3_bench.json)."""
+    unfusing (which the engine never does). At full size they are 2.15 B parameters that nothing runs: 4.0
+    GiB in bf16 while an FP8 instance loads (its peak: 36.27 against 32.26 GiB unfused on an H100,
+    perf/results/raw/h100_runW3_bench.json), ~2 GiB once quantized."""
     from diffusers.models.attention import AttentionModuleMixin
 
     for module in list(transformer.modules()):
@@ -135,8 +135,9 @@ def _compile(pipeline, settings: EngineSettings) -> None:
             setattr(torch._inductor.config, key, value)
     if settings.coordinate_descent:
         # Tunes block sizes of the reductions and pointwise kernels (FP8 quantization, norms, modulation)
-        # around inductor's heuristic pick; the pick is kept in inductor's autotune cache, which the
-        # compile artifacts carry. Not in all directions: that stalled the first FP8 compile for minutes.
+        # around inductor's heuristic pick, at each kernel's first run (whether a warm start reloads the
+        # picks from the compile artifacts is not measured). Not in all directions: that stalled the first
+        # FP8 compile for minutes.
         torch._inductor.config.coordinate_descent_tuning = True
     if settings.multi_kernel:
         # FP8's per-row activation quantization is a row reduction (amax) then a scale-and-cast. Rows wider

@@ -303,7 +303,7 @@ def test_full_compile_with_compiled_vae_recipe_and_multi_kernel_matches_eager(ba
     assert np.abs(image_of(result) - baseline).max() <= 2
 
 
-def test_coordinate_descent_alone_turns_on_tuning_but_not_in_all_directions(monkeypatch):
+def test_coordinate_descent_turns_on_inductors_tuning(monkeypatch):
     import torch._inductor.config as inductor
 
     for key in ("coordinate_descent_tuning", "coordinate_descent_check_all_directions"):
@@ -311,7 +311,7 @@ def test_coordinate_descent_alone_turns_on_tuning_but_not_in_all_directions(monk
     nothing_to_compile = types.SimpleNamespace(transformer=None, vae=None)
     _compile(nothing_to_compile, replace(BASE, coordinate_descent=True))
     assert inductor.coordinate_descent_tuning is True
-    assert inductor.coordinate_descent_check_all_directions is False  # the flag that stalled FP8's first compile
+    assert inductor.coordinate_descent_check_all_directions is False  # left alone: it stalled FP8's first compile
 
 
 def test_a_wholly_compiled_transformer_is_not_recompiled_at_every_step_of_a_cached_call(monkeypatch):
