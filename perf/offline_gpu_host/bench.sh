@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One benchmark on a GPU host without network access (Python 3.12 and torch preinstalled; see perf/NOTES.md).
-# Copy this checkout there with .whl/ (wheels of diffusers, para-attn, torchao, importlib_metadata, zipp).
+# Copy this checkout there with .whl/ (wheels of diffusers, para-attn, torchao, importlib_metadata, zipp; cache-dit
+# for the peer variants).
 #   bash perf/offline_gpu_host/bench.sh <kontext_bench.bench_inprocess arguments...>   writes $OUT/$BENCH_NAME.json and .log
 #   bash perf/offline_gpu_host/bench.sh cold <kontext_bench.cold_start arguments...>    writes $OUT/$BENCH_NAME.json and .log
 # BENCH_NAME defaults to bench (cold); BENCH_TIMEOUT (s, default 570) bounds the run.
