@@ -1,11 +1,12 @@
 """In-process benchmark of the optimization stack, through the same engine code that serves requests.
 
 Every variant is an EngineSettings delta applied by `KontextEngine.load`, or by a peer's stack (PEERS:
-cache-dit); all variants use the same seed and inputs. Per variant and shape: end-to-end seconds (warm-up excluded, N runs, median and
-spread, synchronised clocks), transformer ms per full and per cached step (CUDA events between
-step callbacks), achieved TFLOP/s against the dense matmul rates measured in this run, the ratio to
-the step's floor, peak GPU memory, steps computed vs skipped, and fidelity (PSNR and relative L2 of
-the final image) against the baseline variant of the same run.
+cache-dit); all variants use the same seed and inputs. Per variant and shape: end-to-end seconds
+(warm-up excluded, N runs, median and spread, synchronised clocks), transformer ms per full and per
+cached step (CUDA events between step callbacks), achieved TFLOP/s against the dense matmul rates
+measured in this run, the ratio to the step's floor, peak GPU memory (from loading on), steps computed
+vs skipped, and fidelity (PSNR and relative L2 of the final image) against the baseline variant of the
+same run.
 
   python -m kontext_bench.bench_inprocess --source random-full --variants baseline,regional_compile \
       --shapes edit1024 --steps 28 --runs 2 --out results/bench.json

@@ -89,7 +89,10 @@ def apply_optimizations(pipeline, settings: EngineSettings, device: torch.device
 
 
 # What diffusers keeps beside a fused attention's to_qkv / to_added_qkv, for unfusing.
-SEPARATE_PROJECTIONS = {"to_qkv": ("to_q", "to_k", "to_v"), "to_added_qkv": ("add_q_proj", "add_k_proj", "add_v_proj")}
+SEPARATE_PROJECTIONS = {
+    "to_qkv": ("to_q", "to_k", "to_v"),
+    "to_added_qkv": ("add_q_proj", "add_k_proj", "add_v_proj"),
+}
 
 
 def _fuse_qkv(transformer) -> None:
