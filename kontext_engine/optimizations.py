@@ -112,7 +112,7 @@ def _fuse_qkv(transformer) -> None:
                     delattr(module, name)
 
 
-def _quantize_fp8(transformer, modulation: bool = True) -> None:
+def _quantize_fp8(transformer, modulation: bool) -> None:
     """Dynamic per-row FP8 activations and weights for the transformer blocks' Linear layers; without
     `modulation`, the AdaLN modulation Linears stay in bf16 (their input is one row per image: a GEMV)."""
     from diffusers.models.normalization import AdaLayerNormZero, AdaLayerNormZeroSingle
