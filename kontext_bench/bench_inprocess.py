@@ -96,6 +96,12 @@ VARIANTS = {
                               "compile": "regional", "compile_vae": True, "vae_channels_last": True},
     "stack": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
               "vae_channels_last": True},
+    # FP8 weights as plain float8 buffers instead of torchao's tensor subclass (kontext_engine/fp8_linear.py):
+    # no subclass to unwrap in each compiled graph's prologue, regional or whole-model.
+    "stack_scaled_mm": {"cache_threshold": 0.08, "fp8": True, "fp8_linear": "scaled_mm", "fuse_qkv": True,
+                        "compile": "regional", "compile_vae": True, "vae_channels_last": True},
+    "stack_full_scaled_mm": {"cache_threshold": 0.08, "fp8": True, "fp8_linear": "scaled_mm", "fuse_qkv": True,
+                             "compile": "full", "compile_vae": True, "vae_channels_last": True},
     "stack_bf16": {"cache_threshold": 0.08, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
                    "vae_channels_last": True},
     # The peer, cache-dit's best configuration on the same pipeline (kontext_bench/peer_cache_dit.py): the

@@ -4,7 +4,8 @@ For each variant and shape: the engine is loaded and warmed exactly as for servi
 run under torch.profiler (CUDA activity). Reported per step: CUDA time by kernel class (GEMM, attention,
 FP8 quantize/scale, norm/modulation/RoPE/activation, copies, other), the number of kernels, idle time
 (step wall time minus busy time), and for every GEMM shape its time and achieved TFLOP/s against the
-dense matmul rate measured in the same process.
+dense matmul rate measured in the same process. A peer variant (bench_inprocess.PEERS: cache-dit) is
+profiled the same way; run it last, as its inductor flags are process-wide.
 
   python -m kontext_bench.profile_step --source random-full --variants compiled_bf16,fp8 \
       --shapes edit1024,edit512 --out profile.json
@@ -16,14 +17,17 @@ import argparse
 import collections
 import datetime
 import gc
+import gzip
 import json
 import re
+import shutil
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-from kontext_bench.bench_inprocess import SHAPES, VARIANTS, make_request, measure_matmul_rates
+from kontext_bench.bench_inprocess import PEERS, SHAPES, VARIANTS, make_request, measure_matmul_rates
 from kontext_engine import KontextEngine
 from kontext_engine.settings import EngineSettings
 
@@ -49,9 +53,10 @@ def kernel_class(name: str) -> str:
     return "other"
 
 
-def profile_steps(engine, request, steps: int, device) -> dict:
+def profile_steps(engine, request, steps: int, device, trace: Path | None = None) -> dict:
     """Profiles `steps` consecutive denoising steps of one request: from the end of its first step (which
-    holds text and image encoding) to the end of step steps + 1; the VAE decode after is left out."""
+    holds text and image encoding) to the end of step steps + 1; the VAE decode after is left out. With
+    `trace`, also writes the timeline there (Chrome trace format, gzipped): host and GPU side by side."""
     stamps = []
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     schedule = torch.profiler.schedule(wait=0, warmup=0, active=steps, repeat=1, skip_first=1)
@@ -63,6 +68,11 @@ def profile_steps(engine, request, steps: int, device) -> dict:
             prof.step()
 
         engine.run([request], on_step=on_step)
+    if trace is not None:
+        prof.export_chrome_trace(str(trace))
+        with open(trace, "rb") as raw, gzip.open(f"{trace}.gz", "wb") as packed:
+            shutil.copyfileobj(raw, packed)
+        trace.unlink()
     step_wall = (stamps[steps] - stamps[0]) * 1e3 / steps
     by_class = collections.Counter()
     names = collections.Counter()
@@ -106,19 +116,25 @@ def main(argv=None) -> int:
     parser.add_argument("--gpus", default="1", help="device counts, e.g. 2,1: > 1 profiles rank 0 of a "
                                                     "context-parallel group (NCCL kernels as communication)")
     parser.add_argument("--out")
+    parser.add_argument("--trace-dir", type=Path, help="also write each row's timeline here (<variant>_<shape>.json.gz)")
     args = parser.parse_args(argv)
+    if args.trace_dir:
+        args.trace_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda", 0)
     rates = measure_matmul_rates(device)
     rows = []
     for variant, gpus in ((v, int(g)) for v in args.variants.split(",") for g in args.gpus.split(",")):
         settings = replace(EngineSettings(model_source=args.source, compile_cache=False, context_parallel=gpus),
                            **VARIANTS[variant])
-        engine = KontextEngine.load(settings, device, worker_devices=[torch.device("cuda", r) for r in range(1, gpus)])
+        workers = [torch.device("cuda", r) for r in range(1, gpus)]
+        engine = PEERS.get(variant, KontextEngine.load)(settings, device, worker_devices=workers)
         try:
             for shape in args.shapes.split(","):
                 width, height, edit = SHAPES[shape]
                 engine.run([make_request(width, height, edit, steps=2)])  # compiles this shape
-                result = profile_steps(engine, make_request(width, height, edit, steps=args.steps + 2), args.steps, device)
+                trace = args.trace_dir / f"{variant}_{shape}.json" if args.trace_dir else None
+                result = profile_steps(engine, make_request(width, height, edit, steps=args.steps + 2), args.steps,
+                                       device, trace)
                 row = {"variant": variant, "gpus": gpus, "shape": shape, **result}
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k not in ("gemms", "top_kernels")}), flush=True)

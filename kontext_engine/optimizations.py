@@ -20,6 +20,7 @@ import torch
 
 from .context_parallel import attention_backend_for, enable_context_parallel
 from .first_block_cache import install_first_block_cache
+from .fp8_linear import swap_linears
 from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ STALE_STAGING_S = 600.0  # a save takes about a second; a staging file this old 
 
 COMPILE_CHOICES = ("none", "regional", "full")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+FP8_LINEARS = ("torchao", "scaled_mm")
 FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper have FP8 tensor cores
 # With static shapes every (size, batch size) is its own graph. Dynamo's default limit, 8 graphs per
 # code object, shared by both block classes (one Module._call_impl), allows four: one size at batch
@@ -58,6 +60,8 @@ def validate(settings: EngineSettings, device: torch.device) -> None:
         raise UnsupportedOption(f"context_parallel must be >= 1, got {settings.context_parallel}")
     if settings.cache_threshold < 0:
         raise UnsupportedOption(f"cache_threshold must be >= 0, got {settings.cache_threshold}")
+    if settings.fp8_linear not in FP8_LINEARS:
+        raise UnsupportedOption(f"fp8_linear must be one of {FP8_LINEARS}, got {settings.fp8_linear!r}")
     if settings.fp8:
         if device.type != "cuda":
             raise UnsupportedOption(f"fp8 needs a CUDA GPU with compute capability >= 8.9; this instance runs on {device}")
@@ -74,7 +78,7 @@ def apply_optimizations(pipeline, settings: EngineSettings, device: torch.device
         _fuse_qkv(transformer)
         vae.fuse_qkv_projections()
     if settings.fp8:
-        _quantize_fp8(transformer, settings.fp8_modulation)
+        _quantize_fp8(transformer, settings.fp8_modulation, settings.fp8_linear)
     attention_backend = settings.attention_backend or (attention_backend_for(device) if parallel else "")
     if attention_backend:
         transformer.set_attention_backend(attention_backend)
@@ -99,30 +103,36 @@ def _fuse_qkv(transformer) -> None:
     """diffusers' QKV fusion, one attention at a time, dropping the separate projections it keeps for
     unfusing (which the engine never does). At full size they are 2.15 B parameters that nothing runs: 4.0
     GiB in bf16 while an FP8 instance loads (its peak: 36.27 against 32.26 GiB unfused on an H100,
-    perf/results/raw/h100_runW3_bench.json), ~2 GiB once quantized."""
+    perf/results/raw/h100_runW3_bench.json), ~2 GiB once quantized. Only the attentions are listed, so each
+    one's separate projections are freed before the next is fused (a list of all modules held every one
+    of them to the end: 35.53 GiB, raw/h100_runX1_bench.json)."""
     from diffusers.models.attention import AttentionModuleMixin
 
-    for module in list(transformer.modules()):
-        if not (isinstance(module, AttentionModuleMixin) and module._supports_qkv_fusion):
-            continue
-        module.fuse_projections()
+    attentions = [m for m in transformer.modules() if isinstance(m, AttentionModuleMixin) and m._supports_qkv_fusion]
+    for attention in attentions:
+        attention.fuse_projections()
         for fused, separate in SEPARATE_PROJECTIONS.items():
-            if hasattr(module, fused):
+            if hasattr(attention, fused):
                 for name in separate:
-                    delattr(module, name)
+                    delattr(attention, name)
 
 
-def _quantize_fp8(transformer, modulation: bool) -> None:
+def _quantize_fp8(transformer, modulation: bool, linear: str) -> None:
     """Dynamic per-row FP8 activations and weights for the transformer blocks' Linear layers; without
-    `modulation`, the AdaLN modulation Linears stay in bf16 (their input is one row per image: a GEMV)."""
+    `modulation`, the AdaLN modulation Linears stay in bf16 (their input is one row per image: a GEMV).
+    `linear`: torchao's Float8Tensor weights, or plain float8 buffers (scaled_mm, fp8_linear.py)."""
     from diffusers.models.normalization import AdaLayerNormZero, AdaLayerNormZeroSingle
-    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
     kept = set() if modulation else {id(norm.linear) for norm in transformer.modules()
                                      if isinstance(norm, (AdaLayerNormZero, AdaLayerNormZeroSingle))}
 
     def in_blocks(module, fqn: str) -> bool:
         return isinstance(module, torch.nn.Linear) and "transformer_blocks" in fqn and id(module) not in kept
+
+    if linear == "scaled_mm":
+        swap_linears(transformer, in_blocks)
+        return
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
     # set_inductor_config=False: torchao otherwise switches on coordinate-descent tuning in all
     # directions for the whole process, and the first compile then benchmarks every kernel variant

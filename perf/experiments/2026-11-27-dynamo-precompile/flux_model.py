@@ -1,5 +1,10 @@
 """Real diffusers 0.42.1 Flux blocks (FluxTransformerBlock / FluxSingleTransformerBlock) at toy width,
-so Dynamo traces the real Python (attention processor, dispatch_attention_fn, AdaLayerNormZero...)."""
+so Dynamo traces the real Python (attention processor, dispatch_attention_fn, AdaLayerNormZero...).
+FP8=1: every Linear as the engine's plain-buffer Float8Linear (kontext_engine/fp8_linear.py). FP8=tensor: the
+same buffers with one scale per operand, as torch 2.11's CPU _scaled_mm takes no other (wrong arithmetic,
+the same graph inputs and guards: for the cache question only)."""
+import os
+
 import torch
 import torch.nn as nn
 from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock as SingleBlock
@@ -15,6 +20,12 @@ class Tiny(nn.Module):
         super().__init__()
         self.transformer_blocks = nn.ModuleList([DoubleBlock(DIM, HEADS, HEAD_DIM) for _ in range(n_double)])
         self.single_transformer_blocks = nn.ModuleList([SingleBlock(DIM, HEADS, HEAD_DIM) for _ in range(n_single)])
+        if os.environ.get("FP8") in ("1", "tensor"):
+            from kontext_engine import fp8_linear
+
+            if os.environ["FP8"] == "tensor":
+                fp8_linear.quantize_rows = per_tensor
+            fp8_linear.swap_linears(self, lambda module, name: True)
 
     def forward(self, hidden, ctx, temb, cos, sin):
         rope = (cos, sin)
@@ -36,3 +47,8 @@ def make_inputs(batch, img_seq, txt_seq=8):
 def block_args(cls, blk, inputs):
     hidden, ctx, temb, cos, sin = inputs
     return (blk, hidden, ctx, temb, (cos, sin))
+
+
+def per_tensor(x):
+    scale = x.abs().amax().float().clamp(min=1e-12).reshape(1, 1) / 448.0
+    return (x.float() / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn), scale
