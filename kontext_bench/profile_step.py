@@ -5,7 +5,7 @@ run under torch.profiler (CUDA activity). Reported per step: CUDA time by kernel
 FP8 quantize/scale, norm/modulation/RoPE/activation, copies, other), the number of kernels, idle time
 (step wall time minus busy time), and for every GEMM shape its time and achieved TFLOP/s against the
 dense matmul rate measured in the same process. A peer variant (bench_inprocess.PEERS: cache-dit) is
-profiled the same way; run it last, as its inductor flags are process-wide.
+profiled the same way, after ours (its inductor flags are process-wide).
 
   python -m kontext_bench.profile_step --source random-full --variants compiled_bf16,fp8 \
       --shapes edit1024,edit512 --out profile.json
@@ -17,10 +17,9 @@ import argparse
 import collections
 import datetime
 import gc
-import gzip
 import json
 import re
-import shutil
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -53,13 +52,13 @@ def kernel_class(name: str) -> str:
     return "other"
 
 
-def profile_steps(engine, request, steps: int, device, trace: Path | None = None) -> dict:
-    """Profiles `steps` consecutive denoising steps of one request: from the end of its first step (which
-    holds text and image encoding) to the end of step steps + 1; the VAE decode after is left out. With
-    `trace`, also writes the timeline there (Chrome trace format, gzipped): host and GPU side by side."""
+def profile_steps(engine, request, steps: int, device, skip: int = 1, trace: Path | None = None) -> dict:
+    """Profiles `steps` consecutive denoising steps of one request, after its first `skip` steps (the first
+    holds text and image encoding; a cache may behave differently in its early steps); the VAE decode after
+    is left out. With `trace` (a .json.gz path), also writes the timeline there: host and GPU side by side."""
     stamps = []
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-    schedule = torch.profiler.schedule(wait=0, warmup=0, active=steps, repeat=1, skip_first=1)
+    schedule = torch.profiler.schedule(wait=0, warmup=0, active=steps, repeat=1, skip_first=skip)
     with torch.profiler.profile(activities=activities, schedule=schedule, record_shapes=True) as prof:
 
         def on_step(indices, done, total):
@@ -69,11 +68,8 @@ def profile_steps(engine, request, steps: int, device, trace: Path | None = None
 
         engine.run([request], on_step=on_step)
     if trace is not None:
-        prof.export_chrome_trace(str(trace))
-        with open(trace, "rb") as raw, gzip.open(f"{trace}.gz", "wb") as packed:
-            shutil.copyfileobj(raw, packed)
-        trace.unlink()
-    step_wall = (stamps[steps] - stamps[0]) * 1e3 / steps
+        prof.export_chrome_trace(str(trace))  # gzipped: the name ends in .gz
+    step_wall = (stamps[skip + steps - 1] - stamps[skip - 1]) * 1e3 / steps
     by_class = collections.Counter()
     names = collections.Counter()
     kernels = 0
@@ -113,17 +109,22 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default="compiled_bf16,fp8")
     parser.add_argument("--shapes", default="edit1024,edit512")
     parser.add_argument("--steps", type=int, default=4, help="steps profiled per shape")
+    parser.add_argument("--skip", type=int, default=1, help="steps run before the profiled ones (>= 1)")
     parser.add_argument("--gpus", default="1", help="device counts, e.g. 2,1: > 1 profiles rank 0 of a "
                                                     "context-parallel group (NCCL kernels as communication)")
     parser.add_argument("--out")
-    parser.add_argument("--trace-dir", type=Path, help="also write each row's timeline here (<variant>_<shape>.json.gz)")
+    parser.add_argument("--trace-dir", type=Path,
+                        help="also write each row's timeline here (<variant>_<gpus>gpu_<shape>.json.gz)")
     args = parser.parse_args(argv)
+    if args.skip < 1:
+        parser.error("--skip must be >= 1 (the first step holds text and image encoding)")
+    variants = sorted(args.variants.split(","), key=lambda v: v in PEERS)  # a peer's inductor flags are process-wide
     if args.trace_dir:
         args.trace_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda", 0)
     rates = measure_matmul_rates(device)
     rows = []
-    for variant, gpus in ((v, int(g)) for v in args.variants.split(",") for g in args.gpus.split(",")):
+    for variant, gpus in ((v, int(g)) for v in variants for g in args.gpus.split(",")):
         settings = replace(EngineSettings(model_source=args.source, compile_cache=False, context_parallel=gpus),
                            **VARIANTS[variant])
         workers = [torch.device("cuda", r) for r in range(1, gpus)]
@@ -132,9 +133,9 @@ def main(argv=None) -> int:
             for shape in args.shapes.split(","):
                 width, height, edit = SHAPES[shape]
                 engine.run([make_request(width, height, edit, steps=2)])  # compiles this shape
-                trace = args.trace_dir / f"{variant}_{shape}.json" if args.trace_dir else None
-                result = profile_steps(engine, make_request(width, height, edit, steps=args.steps + 2), args.steps,
-                                       device, trace)
+                trace = args.trace_dir / f"{variant}_{gpus}gpu_{shape}.json.gz" if args.trace_dir else None
+                request = make_request(width, height, edit, steps=args.skip + args.steps + 1)
+                result = profile_steps(engine, request, args.steps, device, args.skip, trace)
                 row = {"variant": variant, "gpus": gpus, "shape": shape, **result}
                 rows.append(row)
                 print(json.dumps({k: v for k, v in row.items() if k not in ("gemms", "top_kernels")}), flush=True)
@@ -154,7 +155,7 @@ def write_report(args, rates: dict, rows: list, device) -> None:
     """The report so far (rewritten after every row: a run cut short keeps what it measured)."""
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "card": torch.cuda.get_device_name(device), "torch": torch.__version__, "matmul": rates,
-              "source": args.source, "rows": rows}
+              "source": args.source, "command": " ".join(sys.argv), "rows": rows}
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(report, handle, indent=1)

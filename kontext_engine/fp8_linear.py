@@ -2,10 +2,11 @@
 
 The arithmetic of torchao's dynamic per-row FP8 (Float8DynamicActivationFloat8WeightConfig with PerRow):
 e4m3 weights scaled per output row, activations scaled per token at every call, float32 scales, fast
-accumulation. What differs is the weight's type. torchao's Float8Tensor is a tensor subclass: a compiled
-block unwraps every one in its runtime prologue before its first kernel (the host time the GPU waits
-through after the cache decision's sync, perf/NOTES.md), and Dynamo cannot serialise guards on it, which
-stopped its traces from being cached across restarts. Plain float8 buffers need neither.
+accumulation. What differs is the weight's type. torchao's Float8Tensor is a tensor subclass: Dynamo
+cannot serialise guards on it, which stopped its traces from being cached across restarts (plain buffers:
+perf/experiments/2026-11-27-dynamo-precompile), and a compiled graph's runtime prologue, which the GPU waits
+through after the cache decision's sync, is where AOTAutograd unwraps subclass inputs (how much of that
+prologue the unwrapping is, the bench variants `stack_scaled_mm` and `stack_full_scaled_mm` measure).
 """
 
 from __future__ import annotations
@@ -45,13 +46,12 @@ class Float8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def swap_linears(root: torch.nn.Module, selected: Callable[[torch.nn.Linear, str], bool]) -> int:
+def swap_linears(root: torch.nn.Module, selected: Callable[[torch.nn.Linear, str], bool]) -> None:
     """Replaces every nn.Linear under root for which selected(module, qualified name) holds by a
-    Float8Linear, one at a time (each bf16 weight is freed as its FP8 copy is made). Returns the count."""
+    Float8Linear, one at a time (each bf16 weight is freed as its FP8 copy is made)."""
     names = [name for name, module in root.named_modules()
              if isinstance(module, torch.nn.Linear) and selected(module, name)]  # names: no module outlives its swap
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = root.get_submodule(parent_name)
         setattr(parent, child, Float8Linear(getattr(parent, child)))
-    return len(names)

@@ -21,6 +21,7 @@ import torch
 from .context_parallel import attention_backend_for, enable_context_parallel
 from .first_block_cache import install_first_block_cache
 from .fp8_linear import swap_linears
+from .loading import resolve_dtype
 from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ def validate(settings: EngineSettings, device: torch.device) -> None:
         capability = torch.cuda.get_device_capability(device)
         if capability < FP8_MIN_CAPABILITY:
             raise UnsupportedOption(f"fp8 needs compute capability >= 8.9; {torch.cuda.get_device_name(device)} has {capability}")
+        if resolve_dtype(settings.dtype, device) != torch.bfloat16:  # per-row scaled FP8 GEMMs output bf16
+            raise UnsupportedOption(f"fp8 needs dtype bfloat16 (or auto); got {settings.dtype!r}")
 
 
 def apply_optimizations(pipeline, settings: EngineSettings, device: torch.device, parallel: bool = False) -> None:

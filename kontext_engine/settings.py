@@ -23,7 +23,7 @@ class EngineSettings:
     inductor_recipe: bool = False  # the original recipe's inductor flags
     coordinate_descent: bool = False  # inductor tunes each Triton kernel's block sizes at its first run (longer cold compile)
     multi_kernel: bool = False  # inductor also builds one-pass (persistent) variants of row reductions up to 16K wide and keeps the faster
-    fp8: bool = False  # torchao FP8 dynamic per-row quantization of the transformer blocks (GPU, sm89+)
+    fp8: bool = False  # FP8 dynamic per-row quantization of the transformer blocks (GPU, sm89+, bfloat16)
     fp8_modulation: bool = True  # with fp8, also the blocks' AdaLN modulation Linears (one row per image)
     fp8_linear: str = "torchao"  # torchao (Float8Tensor weights) | scaled_mm (plain float8 buffers, kontext_engine/fp8_linear.py)
     attention_backend: str = ""  # a diffusers attention backend (e.g. _native_cudnn); empty = SDPA default

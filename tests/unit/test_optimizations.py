@@ -19,7 +19,7 @@ from PIL import Image
 from kontext_engine import EditRequest, KontextEngine
 from kontext_engine.engine import warmup_requests
 from kontext_engine.optimizations import (INDUCTOR_RECIPE, UnsupportedOption, _compile, _fuse_qkv,
-                                         compile_cache_key, save_compile_artifacts)
+                                         compile_cache_key, save_compile_artifacts, validate)
 from kontext_engine.settings import EngineSettings
 
 BASE = EngineSettings()
@@ -282,6 +282,13 @@ def test_compile_cache_key_changes_with_software_and_gpu(monkeypatch):
 def test_fp8_is_refused_on_cpu_naming_the_option():
     with pytest.raises(UnsupportedOption, match="fp8"):
         KontextEngine.load(replace(BASE, fp8=True))
+
+
+def test_fp8_needs_bfloat16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (9, 0))
+    with pytest.raises(UnsupportedOption, match="bfloat16"):
+        validate(replace(BASE, fp8=True, dtype="float16"), torch.device("cuda", 0))
+    validate(replace(BASE, fp8=True), torch.device("cuda", 0))  # auto: bfloat16 on a GPU
 
 
 @pytest.mark.parametrize("field, value", [("compile", "fastest"), ("compile_mode", "turbo"), ("cache_threshold", -1.0),
