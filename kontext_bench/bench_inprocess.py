@@ -39,6 +39,11 @@ from kontext_engine.settings import EngineSettings
 from kontext_bench.input_data import synthetic_image
 from kontext_bench.peer_cache_dit import CacheDitPeer
 
+# The measured best sets, which the variants below change one thing at a time (the profiles carry them).
+COMPILED_BF16 = {"compile": "regional", "fuse_qkv": True, "compile_vae": True, "vae_channels_last": True}
+FP8 = {**COMPILED_BF16, "fp8": True}
+STACK = {**FP8, "cache_threshold": 0.08}
+STACK_UNFUSED = {key: value for key, value in STACK.items() if key != "fuse_qkv"}
 VARIANTS = {
     "baseline": {},
     "fbcache_0.08": {"cache_threshold": 0.08},
@@ -53,57 +58,39 @@ VARIANTS = {
     "regional_compile": {"compile": "regional"},
     "regional_compile_recipe": {"compile": "regional", "inductor_recipe": True},
     "full_compile": {"compile": "full"},
-    "compiled_bf16": {"compile": "regional", "fuse_qkv": True, "compile_vae": True, "vae_channels_last": True},
+    "compiled_bf16": COMPILED_BF16,
     # One graph per shape: several shapes in one run without a symbolic (slower) recompile.
-    "compiled_bf16_static": {"compile": "regional", "fuse_qkv": True, "compile_vae": True, "vae_channels_last": True,
-                             "static_shapes": True},
-    "compiled_bf16_autotune": {"compile": "regional", "compile_mode": "max-autotune-no-cudagraphs", "fuse_qkv": True,
-                               "compile_vae": True, "vae_channels_last": True},
+    "compiled_bf16_static": {**COMPILED_BF16, "static_shapes": True},
+    "compiled_bf16_autotune": {**COMPILED_BF16, "compile_mode": "max-autotune-no-cudagraphs"},
     "fp8_eager": {"fp8": True, "fuse_qkv": True},
     "fp8_regional": {"fp8": True, "fuse_qkv": True, "compile": "regional"},
     "fp8_full_compile": {"fp8": True, "fuse_qkv": True, "compile": "full"},
-    "fp8": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True, "vae_channels_last": True},
+    "fp8": FP8,
     # One change each against fp8 (the profile's predictions, perf/NOTES.md): CUDA graphs per compiled block
     # (static shapes, as graphs need), max-autotune GEMMs without graphs.
-    "fp8_cudagraphs": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
-                       "vae_channels_last": True, "compile_mode": "reduce-overhead", "static_shapes": True},
-    "fp8_static": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
-                   "vae_channels_last": True, "static_shapes": True},
+    "fp8_cudagraphs": {**FP8, "compile_mode": "reduce-overhead", "static_shapes": True},
+    "fp8_static": {**FP8, "static_shapes": True},
     # CUDA graphs per regionally compiled block fail: every block of a class replays one graph, so a block's
     # output buffer is overwritten by the next block's run. Graphs need the whole transformer compiled.
-    "fp8_full_static": {"fp8": True, "fuse_qkv": True, "compile": "full", "compile_vae": True,
-                        "vae_channels_last": True, "static_shapes": True},
-    "fp8_full_cudagraphs": {"fp8": True, "fuse_qkv": True, "compile": "full", "compile_vae": True,
-                            "vae_channels_last": True, "compile_mode": "reduce-overhead", "static_shapes": True},
-    "fp8_autotune": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
-                     "vae_channels_last": True, "compile_mode": "max-autotune-no-cudagraphs"},
+    "fp8_full_static": {**FP8, "compile": "full", "static_shapes": True},
+    "fp8_full_cudagraphs": {**FP8, "compile": "full", "compile_mode": "reduce-overhead", "static_shapes": True},
+    "fp8_autotune": {**FP8, "compile_mode": "max-autotune-no-cudagraphs"},
     # inductor config is process-wide: run these after the variants they are compared with
-    "fp8_multikernel": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
-                        "vae_channels_last": True, "multi_kernel": True},
-    "fp8_descent": {"fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
-                    "vae_channels_last": True, "coordinate_descent": True},
-    "stack_descent": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
-                      "vae_channels_last": True, "coordinate_descent": True},
+    "fp8_multikernel": {**FP8, "multi_kernel": True},
+    "fp8_descent": {**FP8, "coordinate_descent": True},
+    "stack_descent": {**STACK, "coordinate_descent": True},
     # One change each against stack: as cache-dit's stack differs (Q, K and V projections left apart, the
     # whole transformer compiled), and the AdaLN modulation Linears (one row per image) left in bf16.
-    "stack_unfused_qkv": {"cache_threshold": 0.08, "fp8": True, "compile": "regional", "compile_vae": True,
-                          "vae_channels_last": True},
-    "stack_full": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "full", "compile_vae": True,
-                   "vae_channels_last": True},
-    "stack_unfused_full": {"cache_threshold": 0.08, "fp8": True, "compile": "full", "compile_vae": True,
-                           "vae_channels_last": True},
-    "stack_bf16_modulation": {"cache_threshold": 0.08, "fp8": True, "fp8_modulation": False, "fuse_qkv": True,
-                              "compile": "regional", "compile_vae": True, "vae_channels_last": True},
-    "stack": {"cache_threshold": 0.08, "fp8": True, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
-              "vae_channels_last": True},
+    "stack_unfused_qkv": STACK_UNFUSED,
+    "stack_full": {**STACK, "compile": "full"},
+    "stack_unfused_full": {**STACK_UNFUSED, "compile": "full"},
+    "stack_bf16_modulation": {**STACK, "fp8_modulation": False},
+    "stack": STACK,
     # FP8 weights as plain float8 buffers instead of torchao's tensor subclass (kontext_engine/fp8_linear.py):
     # no subclass to unwrap in each compiled graph's prologue, regional or whole-model.
-    "stack_scaled_mm": {"cache_threshold": 0.08, "fp8": True, "fp8_linear": "scaled_mm", "fuse_qkv": True,
-                        "compile": "regional", "compile_vae": True, "vae_channels_last": True},
-    "stack_full_scaled_mm": {"cache_threshold": 0.08, "fp8": True, "fp8_linear": "scaled_mm", "fuse_qkv": True,
-                             "compile": "full", "compile_vae": True, "vae_channels_last": True},
-    "stack_bf16": {"cache_threshold": 0.08, "fuse_qkv": True, "compile": "regional", "compile_vae": True,
-                   "vae_channels_last": True},
+    "stack_scaled_mm": {**STACK, "fp8_linear": "scaled_mm"},
+    "stack_full_scaled_mm": {**STACK, "fp8_linear": "scaled_mm", "compile": "full"},
+    "stack_bf16": {**COMPILED_BF16, "cache_threshold": 0.08},
     # The peer, cache-dit's best configuration on the same pipeline (kontext_bench/peer_cache_dit.py): the
     # stack's cache threshold and FP8, the whole transformer compiled. Its inductor flags are process-wide:
     # run it last.

@@ -51,8 +51,8 @@ def summarize(events: list[dict]) -> dict:
     launches.sort()
     lookups, prologues, calls = (named(events, n) for n in (
         "TorchDynamo Cache Lookup", "AOTDispatcher Runtime Wrapper Prologue", "## Call CompiledFxGraph"))
-    after_sync = []
-    for sync in named(events, "aten::_local_scalar_dense"):
+    syncs, after_sync = named(events, "aten::_local_scalar_dense"), []
+    for sync in syncs:
         returned = sync["ts"] + sync["dur"]
         i, j = bisect.bisect_left(starts, returned), bisect.bisect_left(launches, returned)
         if not (0 < i < len(work) and j < len(launches)):
@@ -79,7 +79,7 @@ def summarize(events: list[dict]) -> dict:
         "gaps": {f"{lo}-{hi} us": {"per_step": round(sum(1 for d in gaps if lo <= d < hi) / steps, 1),
                                    "ms": round(sum(d for d in gaps if lo <= d < hi) / per_step, 2)}
                  for lo, hi in GAP_CLASSES_US},
-        "syncs_per_step": round(len(named(events, "aten::_local_scalar_dense")) / steps, 1),
+        "syncs_per_step": round(len(syncs) / steps, 1),
         "idle_after_sync_ms": [round(s["gpu_idle"] / 1e3, 3) for s in after_sync],
         "after_sync_host_ms": mean_ms("host"),
         "after_sync_cache_lookup_ms": mean_ms("cache_lookup"),
