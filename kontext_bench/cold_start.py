@@ -20,11 +20,14 @@ from pathlib import Path
 
 
 def child(settings: dict) -> None:
+    import logging
+
     import torch
 
     from kontext_engine import KontextEngine
     from kontext_engine.settings import EngineSettings
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # the engine's phases
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
     KontextEngine.load(EngineSettings(**settings), device)
@@ -33,15 +36,18 @@ def child(settings: dict) -> None:
 
 
 def start_once(settings: dict, label: str) -> dict:
+    """One start in a fresh process; its log goes to this one's stderr as it happens (a start stopped
+    by a time limit still shows how far it got)."""
     inductor_dir = tempfile.mkdtemp(prefix="inductor-")
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": inductor_dir, "PYTHONUNBUFFERED": "1"}
+    print(f"{label}: starting", file=sys.stderr, flush=True)
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(settings)], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "kontext_bench.cold_start", "--child", json.dumps(settings)], env=env, stdout=subprocess.PIPE, text=True
     )
     wall = time.perf_counter() - started
     if done.returncode:
-        raise RuntimeError(f"{label} failed:\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"{label} failed with exit status {done.returncode} (its log is above)")
     inner = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"{label}: process start to ready {wall:.1f} s (load+optimize+warm-up {inner['ready_in_process_s']:.1f} s)",
           flush=True)
@@ -55,19 +61,21 @@ def main() -> int:
     parser.add_argument("--variant", default="compiled_bf16")
     parser.add_argument("--warmup", default="1024x1024:edit")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--skip-uncached", action="store_true",
+                        help="skip the start without an artifact cache (for a variant whose compile is long)")
     args = parser.parse_args()
     if args.child:
         child(json.loads(args.child))
         return 0
 
-    from bench_inprocess import VARIANTS, environment
+    from kontext_bench.bench_inprocess import VARIANTS, environment
 
     import torch
 
     artifacts = tempfile.mkdtemp(prefix="compile-artifacts-")
     settings = {"model_source": args.source, "warmup_shapes": args.warmup, "warmup_steps": 2,
                 "compile_cache_dir": artifacts, **VARIANTS[args.variant]}
-    rows = [start_once({**settings, "compile_cache": False}, "no artifact cache")]
+    rows = [] if args.skip_uncached else [start_once({**settings, "compile_cache": False}, "no artifact cache")]
     rows.append(start_once(settings, "artifact cache empty (compiles, saves)"))
     saved = sum(p.stat().st_size for p in Path(artifacts).glob("*.bin"))
     rows.append(start_once(settings, "artifact cache loaded"))

@@ -25,6 +25,7 @@ from .optimizations import (
     apply_optimizations,
     compile_cache_key,
     compile_seconds,
+    inductor_counts,
     load_compile_artifacts,
     save_compile_artifacts,
     validate,
@@ -148,14 +149,16 @@ class KontextEngine:
             if problem is not None:
                 raise UnsupportedOption(f"warmup_shapes: {problem.reason}")
         artifacts = self.compile_artifacts(cache_dir)
-        started, compiled_before = time.perf_counter(), compile_seconds()
+        started, compiled_before, counted_before = time.perf_counter(), compile_seconds(), inductor_counts()
         batch_sizes = self._warmup_batch_sizes(self.settings.compile != "none" or self.settings.compile_vae)
         for request in requests:
             for batch_size in batch_sizes:
                 self.generate([request] * batch_size)
         compiled = {phase: s - compiled_before[phase] for phase, s in compile_seconds().items()}
-        log.info("warm-up of %d shape(s) at batch sizes %s took %.1f s; torch.compile: %s", len(requests),
-                 batch_sizes, time.perf_counter() - started, ", ".join(f"{p} {s:.1f} s" for p, s in compiled.items()))
+        counted = {name: n - counted_before[name] for name, n in inductor_counts().items()}
+        log.info("warm-up of %d shape(s) at batch sizes %s took %.1f s; torch.compile: %s; %s", len(requests),
+                 batch_sizes, time.perf_counter() - started, ", ".join(f"{p} {s:.1f} s" for p, s in compiled.items()),
+                 ", ".join(f"{name} {n}" for name, n in counted.items()))
         if artifacts is not None:
             if self.group is not None:
                 self.group.share(("save_artifacts",))  # each worker's compiled code is for its own GPU

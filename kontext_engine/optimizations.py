@@ -230,6 +230,17 @@ def compile_seconds() -> dict[str, float]:
         return dict.fromkeys(COMPILE_PHASES, 0.0)
 
 
+INDUCTOR_COUNTS = {"FX graph cache hits": "fxgraph_cache_hit", "FX graph cache misses": "fxgraph_cache_miss",
+                   "FX graph cache bypasses": "fxgraph_cache_bypass", "coordinate-descent benchmarks": "coordesc_tuning_bench"}
+
+
+def inductor_counts() -> dict[str, int]:
+    """Inductor's counts so far in this process: whether a warm start's graphs came from the artifacts,
+    and how many kernel configurations coordinate-descent tuning ran (tuning a start may repeat)."""
+    counters = torch._dynamo.utils.counters["inductor"]
+    return {name: counters[key] for name, key in INDUCTOR_COUNTS.items()}
+
+
 def load_compile_artifacts(path: Path) -> tuple[str, frozenset]:
     """Loads a saved mega-cache so warm-up reuses compiled kernels instead of compiling them. Returns
     "loaded", "absent" or "unreadable", and the keys of the artifacts loaded: a file torch cannot read

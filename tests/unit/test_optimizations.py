@@ -147,6 +147,8 @@ def test_regional_compile_matches_eager_and_persists_artifacts_over_an_unreadabl
     with caplog.at_level("INFO", logger="kontext_engine.engine"):
         engine = KontextEngine.load(settings)
     assert re.search(rf"compile artifacts unreadable in [\d.]+ s: {re.escape(str(artifacts))}", caplog.text)  # a cold compile
+    looked_up = re.search(r"FX graph cache hits (\d+), FX graph cache misses (\d+)", caplog.text)  # the warm-up says
+    assert looked_up and int(looked_up[1]) + int(looked_up[2]) >= 1  # whether its graphs came from a cache
     assert first_double_block(engine)._compiled_call_impl is not None
     (result,) = engine.run([edit_request()])
     assert np.abs(image_of(result) - baseline).max() <= 2
