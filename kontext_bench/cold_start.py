@@ -42,9 +42,8 @@ def start_once(settings: dict, label: str) -> dict:
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": inductor_dir, "PYTHONUNBUFFERED": "1"}
     print(f"{label}: starting", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "kontext_bench.cold_start", "--child", json.dumps(settings)], env=env, stdout=subprocess.PIPE, text=True
-    )
+    done = subprocess.run([sys.executable, "-m", "kontext_bench.cold_start", "--child", json.dumps(settings)],
+                          env=env, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - started
     if done.returncode:
         raise RuntimeError(f"{label} failed with exit status {done.returncode} (its log is above)")

@@ -237,8 +237,11 @@ INDUCTOR_COUNTS = {"FX graph cache hits": "fxgraph_cache_hit", "FX graph cache m
 def inductor_counts() -> dict[str, int]:
     """Inductor's counts so far in this process: whether a warm start's graphs came from the artifacts,
     and how many kernel configurations coordinate-descent tuning ran (tuning a start may repeat)."""
-    counters = torch._dynamo.utils.counters["inductor"]
-    return {name: counters[key] for name, key in INDUCTOR_COUNTS.items()}
+    try:  # a private API, as compile_seconds'
+        counters = torch._dynamo.utils.counters["inductor"]
+        return {name: int(counters[key]) for name, key in INDUCTOR_COUNTS.items()}
+    except Exception:
+        return dict.fromkeys(INDUCTOR_COUNTS, 0)
 
 
 def load_compile_artifacts(path: Path) -> tuple[str, frozenset]:
