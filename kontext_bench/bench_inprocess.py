@@ -79,9 +79,14 @@ VARIANTS = {
     "fp8_multikernel": {**FP8, "multi_kernel": True},
     "fp8_descent": {**FP8, "coordinate_descent": True},
     "stack_descent": {**STACK, "coordinate_descent": True},
+    # FP8 weights as plain buffers and Dynamo's traces kept with the compile artifacts (kontext_engine/dynamo_cache.py;
+    # the gpu-fp8-fast-start profile): torch's caching_precompile is process-wide too, and torchao's FP8 weights
+    # fail under it
+    "stack_dynamo_cache": {**STACK, "fp8_linear": "scaled_mm", "dynamo_cache": True},
     # One change each against stack: as cache-dit's stack differs (Q, K and V projections left apart, the
     # whole transformer compiled), and the AdaLN modulation Linears (one row per image) left in bf16.
     "stack_unfused_qkv": STACK_UNFUSED,
+    "stack_unfused_double": {**STACK, "fuse_qkv_double": False},  # fused in the single-stream blocks only
     "stack_full": {**STACK, "compile": "full"},
     "stack_unfused_full": {**STACK_UNFUSED, "compile": "full"},
     "stack_bf16_modulation": {**STACK, "fp8_modulation": False},

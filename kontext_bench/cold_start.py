@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 
-def child(settings: dict) -> None:
+def child(settings: dict, max_batch_size: int) -> None:
     import logging
 
     import torch
@@ -30,19 +30,20 @@ def child(settings: dict) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")  # the engine's phases
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
-    KontextEngine.load(EngineSettings(**settings), device)
+    KontextEngine.load(EngineSettings(**settings), device, max_batch_size)
     torch.cuda.synchronize() if device.type == "cuda" else None
     print(json.dumps({"ready_in_process_s": time.perf_counter() - started}), flush=True)
 
 
-def start_once(settings: dict, label: str) -> dict:
+def start_once(settings: dict, label: str, max_batch_size: int = 1) -> dict:
     """One start in a fresh process; its log goes to this one's stderr as it happens (a start stopped
     by a time limit still shows how far it got)."""
     inductor_dir = tempfile.mkdtemp(prefix="inductor-")
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": inductor_dir, "PYTHONUNBUFFERED": "1"}
     print(f"{label}: starting", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "kontext_bench.cold_start", "--child", json.dumps(settings)],
+    done = subprocess.run([sys.executable, "-m", "kontext_bench.cold_start", "--child", json.dumps(settings),
+                           "--max-batch-size", str(max_batch_size)],
                           env=env, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - started
     if done.returncode:
@@ -59,12 +60,13 @@ def main() -> int:
     parser.add_argument("--source", default="random-full")
     parser.add_argument("--variant", default="compiled_bf16")
     parser.add_argument("--warmup", default="1024x1024:edit")
+    parser.add_argument("--max-batch-size", type=int, default=1, help="the warm-up compiles for batches up to this")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--skip-uncached", action="store_true",
                         help="skip the start without an artifact cache (for a variant whose compile is long)")
     args = parser.parse_args()
     if args.child:
-        child(json.loads(args.child))
+        child(json.loads(args.child), args.max_batch_size)
         return 0
 
     from kontext_bench.bench_inprocess import VARIANTS, environment
@@ -74,13 +76,14 @@ def main() -> int:
     artifacts = tempfile.mkdtemp(prefix="compile-artifacts-")
     settings = {"model_source": args.source, "warmup_shapes": args.warmup, "warmup_steps": 2,
                 "compile_cache_dir": artifacts, **VARIANTS[args.variant]}
-    rows = [] if args.skip_uncached else [start_once({**settings, "compile_cache": False}, "no artifact cache")]
-    rows.append(start_once(settings, "artifact cache empty (compiles, saves)"))
+    batch = args.max_batch_size
+    rows = [] if args.skip_uncached else [start_once({**settings, "compile_cache": False}, "no artifact cache", batch)]
+    rows.append(start_once(settings, "artifact cache empty (compiles, saves)", batch))
     saved = sum(p.stat().st_size for p in Path(artifacts).glob("*.bin"))
-    rows.append(start_once(settings, "artifact cache loaded"))
+    rows.append(start_once(settings, "artifact cache loaded", batch))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     report = {**environment(device), "command": " ".join(sys.argv), "variant": args.variant,
-              "settings": settings, "artifact_bytes": saved, "starts": rows}
+              "settings": settings, "max_batch_size": batch, "artifact_bytes": saved, "starts": rows}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1))

@@ -25,7 +25,7 @@ from .optimizations import (
     apply_optimizations,
     compile_cache_key,
     compile_seconds,
-    inductor_counts,
+    compile_counts,
     load_compile_artifacts,
     save_compile_artifacts,
     validate,
@@ -69,6 +69,9 @@ class KontextEngine:
         self.max_batch_size = max_batch_size
         self.group = group  # None: this process alone runs every pipeline call
         self.loaded_artifacts: frozenset = frozenset()  # keys of the compile artifacts build() loaded
+        # torch.compile's accounting before this engine compiled anything (a Dynamo cache hit comes at
+        # compile time, in build(); the rest at the warm-up's first calls)
+        self.compile_before = compile_seconds(), compile_counts()
 
     @classmethod
     def load(
@@ -149,13 +152,13 @@ class KontextEngine:
             if problem is not None:
                 raise UnsupportedOption(f"warmup_shapes: {problem.reason}")
         artifacts = self.compile_artifacts(cache_dir)
-        started, compiled_before, counted_before = time.perf_counter(), compile_seconds(), inductor_counts()
+        started, (compiled_before, counted_before) = time.perf_counter(), self.compile_before
         batch_sizes = self._warmup_batch_sizes(self.settings.compile != "none" or self.settings.compile_vae)
         for request in requests:
             for batch_size in batch_sizes:
                 self.generate([request] * batch_size)
         compiled = {phase: s - compiled_before[phase] for phase, s in compile_seconds().items()}
-        counted = {name: n - counted_before[name] for name, n in inductor_counts().items()}
+        counted = {name: n - counted_before[name] for name, n in compile_counts().items()}
         log.info("warm-up of %d shape(s) at batch sizes %s took %.1f s; torch.compile: %s; %s", len(requests),
                  batch_sizes, time.perf_counter() - started, ", ".join(f"{p} {s:.1f} s" for p, s in compiled.items()),
                  ", ".join(f"{name} {n}" for name, n in counted.items()))

@@ -7,6 +7,7 @@ transformer runs; compilation comes last so it traces the final modules. Every s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ from typing import Optional
 
 import torch
 
+from . import dynamo_cache
 from .context_parallel import attention_backend_for, enable_context_parallel
 from .first_block_cache import install_first_block_cache
 from .fp8_linear import swap_linears
@@ -63,6 +65,8 @@ def validate(settings: EngineSettings, device: torch.device) -> None:
         raise UnsupportedOption(f"cache_threshold must be >= 0, got {settings.cache_threshold}")
     if settings.fp8_linear not in FP8_LINEARS:
         raise UnsupportedOption(f"fp8_linear must be one of {FP8_LINEARS}, got {settings.fp8_linear!r}")
+    if settings.dynamo_cache:
+        _validate_dynamo_cache(settings)
     if settings.fp8:
         if device.type != "cuda":
             raise UnsupportedOption(f"fp8 needs a CUDA GPU with compute capability >= 8.9; this instance runs on {device}")
@@ -73,12 +77,23 @@ def validate(settings: EngineSettings, device: torch.device) -> None:
             raise UnsupportedOption(f"fp8 needs dtype bfloat16 (or auto); got {settings.dtype!r}")
 
 
+def _validate_dynamo_cache(settings: EngineSettings) -> None:
+    if settings.compile != "regional":
+        raise UnsupportedOption("dynamo_cache keeps the regionally compiled blocks' traces with the compile "
+                                "artifacts: it needs compile=regional")
+    if settings.fp8 and settings.fp8_linear != "scaled_mm":
+        raise UnsupportedOption("dynamo_cache with fp8 needs fp8_linear=scaled_mm: Dynamo cannot save its "
+                                "guards on torchao's FP8 weights")
+    if settings.context_parallel > 1:
+        raise UnsupportedOption("dynamo_cache is for one device per instance (context_parallel=1)")
+
+
 def apply_optimizations(pipeline, settings: EngineSettings, device: torch.device, parallel: bool = False) -> None:
     """Applies the stack in place. Call validate() first (KontextEngine.load does, before loading).
     parallel: this process is one rank of a context-parallel group (the default process group)."""
     transformer, vae = pipeline.transformer, pipeline.vae
     if settings.fuse_qkv:
-        _fuse_qkv(transformer)
+        _fuse_qkv(transformer, settings.fuse_qkv_double)
         vae.fuse_qkv_projections()
     if settings.fp8:
         _quantize_fp8(transformer, settings.fp8_modulation, settings.fp8_linear)
@@ -102,16 +117,18 @@ SEPARATE_PROJECTIONS = {
 }
 
 
-def _fuse_qkv(transformer) -> None:
+def _fuse_qkv(transformer, double_blocks: bool = True) -> None:
     """diffusers' QKV fusion, one attention at a time, dropping the separate projections it keeps for
     unfusing (which the engine never does). At full size they are 2.15 B parameters that nothing runs: 4.0
     GiB in bf16 while an FP8 instance loads (its peak: 36.27 against 32.26 GiB unfused on an H100,
     perf/results/raw/h100_runW3_bench.json), ~2 GiB once quantized. Only the attentions are listed, so each
     one's separate projections are freed before the next is fused (a list of all modules held every one
-    of them to the end: 35.53 GiB, raw/h100_runX1_bench.json)."""
+    of them to the end: 35.53 GiB, raw/h100_runX1_bench.json). double_blocks=False leaves the double-stream
+    blocks' attentions (those with text projections too) apart."""
     from diffusers.models.attention import AttentionModuleMixin
 
-    attentions = [m for m in transformer.modules() if isinstance(m, AttentionModuleMixin) and m._supports_qkv_fusion]
+    attentions = [m for m in transformer.modules() if isinstance(m, AttentionModuleMixin) and m._supports_qkv_fusion
+                  and (double_blocks or getattr(m, "added_kv_proj_dim", None) is None)]
     for attention in attentions:
         attention.fuse_projections()
         for fused, separate in SEPARATE_PROJECTIONS.items():
@@ -170,14 +187,21 @@ def _compile(pipeline, settings: EngineSettings) -> None:
     if settings.static_shapes:
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, STATIC_SHAPES_RECOMPILE_LIMIT)
     transformer = pipeline.transformer
-    if settings.compile == "regional":
-        # One compiled graph per block class, reused by all 57 blocks: ~10x faster to compile than
-        # the whole model, same steady-state speed (see perf/NOTES.md).
-        transformer.compile_repeated_blocks(fullgraph=True, mode=mode, dynamic=dynamic)
-    elif settings.compile == "full":
-        transformer.compile(mode=mode, dynamic=dynamic)
-    if settings.compile_vae:
-        pipeline.vae.decoder.compile(mode=mode, dynamic=dynamic)
+    if settings.dynamo_cache:
+        dynamo_cache.enable()
+    # Dynamo's cache installs its entries as torch.compile is called, with the dispatch keys of that
+    # moment: under the inference_mode everything runs in, or no entry matches (dynamo_cache.py).
+    with torch.inference_mode() if settings.dynamo_cache else contextlib.nullcontext():
+        if settings.compile == "regional" and settings.dynamo_cache:
+            dynamo_cache.compile_block_classes(transformer, mode=mode, dynamic=dynamic)
+        elif settings.compile == "regional":
+            # One compiled graph per block class, reused by all 57 blocks: ~10x faster to compile than
+            # the whole model, same steady-state speed (see perf/NOTES.md).
+            transformer.compile_repeated_blocks(fullgraph=True, mode=mode, dynamic=dynamic)
+        elif settings.compile == "full":
+            transformer.compile(mode=mode, dynamic=dynamic)
+        if settings.compile_vae:
+            pipeline.vae.decoder.compile(mode=mode, dynamic=dynamic)
 
 
 def compile_cache_key(settings: EngineSettings, device: torch.device, model_config: dict) -> str:
@@ -230,18 +254,22 @@ def compile_seconds() -> dict[str, float]:
         return dict.fromkeys(COMPILE_PHASES, 0.0)
 
 
-INDUCTOR_COUNTS = {"FX graph cache hits": "fxgraph_cache_hit", "FX graph cache misses": "fxgraph_cache_miss",
-                   "FX graph cache bypasses": "fxgraph_cache_bypass", "coordinate-descent benchmarks": "coordesc_tuning_bench"}
+COMPILE_COUNTS = {"graphs traced": ("stats", "unique_graphs"), "Dynamo cache hits": ("dynamo_cache", "dynamo_cache_hit"),
+                  "FX graph cache hits": ("inductor", "fxgraph_cache_hit"),
+                  "FX graph cache misses": ("inductor", "fxgraph_cache_miss"),
+                  "FX graph cache bypasses": ("inductor", "fxgraph_cache_bypass"),
+                  "coordinate-descent benchmarks": ("inductor", "coordesc_tuning_bench")}
 
 
-def inductor_counts() -> dict[str, int]:
-    """Inductor's counts so far in this process: whether a warm start's graphs came from the artifacts,
-    and how many kernel configurations coordinate-descent tuning ran (tuning a start may repeat)."""
+def compile_counts() -> dict[str, int]:
+    """torch.compile's counts so far in this process: whether a warm start traced its graphs again or
+    took them from the artifacts, and how many kernel configurations coordinate-descent tuning ran
+    (tuning a start may repeat)."""
     try:  # a private API, as compile_seconds'
-        counters = torch._dynamo.utils.counters["inductor"]
-        return {name: int(counters[key]) for name, key in INDUCTOR_COUNTS.items()}
+        counters = torch._dynamo.utils.counters
+        return {name: int(counters[group][key]) for name, (group, key) in COMPILE_COUNTS.items()}
     except Exception:
-        return dict.fromkeys(INDUCTOR_COUNTS, 0)
+        return dict.fromkeys(COMPILE_COUNTS, 0)
 
 
 def load_compile_artifacts(path: Path) -> tuple[str, frozenset]:

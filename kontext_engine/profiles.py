@@ -37,6 +37,10 @@ PROFILES = {
                             "warmed up; 8.66 s per 1024² edit on an H100 (1.28× eager)", _COMPILED),
         Profile("gpu-fp8", "gpu-bf16 plus torchao FP8 (sm89+): 6.64 s per 1024² edit on an H100 (1.67× eager); "
                            "image quality on real weights not yet measured", {**_COMPILED, "fp8": True}),
+        Profile("gpu-fp8-fast-start", "gpu-fp8 with FP8 weights as plain buffers and Dynamo's traces kept with the "
+                                      "compile artifacts (torch's experimental caching_precompile): from a warm "
+                                      "volume ready in 22-24 s instead of 32.5 s at max_batch_size 4 on an H100",
+                {**_COMPILED, "fp8": True, "fp8_linear": "scaled_mm", "dynamo_cache": True}),
     )
 }
 DEFAULT_PROFILE = "cpu-smoke"

@@ -15,6 +15,7 @@ class EngineSettings:
     # Optimizations (kontext_engine/optimizations.py; measured in perf/NOTES.md)
     cache_threshold: float = 0.0  # First Block Cache threshold for requests that send none; 0 = exact
     fuse_qkv: bool = False  # fused QKV projections in the transformer and the VAE
+    fuse_qkv_double: bool = True  # with fuse_qkv, also the double-stream blocks' (text + image) attentions
     vae_channels_last: bool = False  # NHWC VAE (pays only together with compile_vae)
     compile: str = "none"  # none | regional (compile_repeated_blocks) | full
     compile_mode: str = "default"  # default | max-autotune-no-cudagraphs | max-autotune
@@ -28,6 +29,7 @@ class EngineSettings:
     fp8_linear: str = "torchao"  # torchao (Float8Tensor weights) | scaled_mm (plain float8 buffers, kontext_engine/fp8_linear.py)
     attention_backend: str = ""  # a diffusers attention backend (e.g. _native_cudnn); empty = SDPA default
     compile_cache: bool = True  # persist torch.compile artifacts (mega-cache) for fast cold starts
+    dynamo_cache: bool = False  # also keep Dynamo's traces with the artifacts (regional compile; with fp8, fp8_linear=scaled_mm)
     compile_cache_dir: str = ""  # where artifacts live; empty = $KONTEXT_CACHE_DIR/compile-artifacts
     warmup_shapes: str = ""  # run at start-up, e.g. "1024x1024:edit,512x512:text"; empty = none
     warmup_steps: int = 2  # steps per warm-up run (compiles every graph a request will need)

@@ -2,6 +2,7 @@
 
 import gc
 import io
+import json
 import os
 import re
 import subprocess
@@ -156,6 +157,14 @@ def test_regional_compile_matches_eager_and_persists_artifacts_over_an_unreadabl
     assert torch.compiler.load_cache_artifacts(artifacts.read_bytes()) is not None
 
 
+def test_fuse_qkv_double_false_leaves_the_double_blocks_attentions_apart():
+    engine = KontextEngine.load(replace(BASE, fuse_qkv=True, fuse_qkv_double=False))
+    double = first_double_block(engine).attn
+    single = next(m for m in engine.pipeline.transformer.modules() if type(m).__name__ == "FluxSingleTransformerBlock").attn
+    assert not double.fused_projections and hasattr(double, "to_q") and hasattr(double, "add_q_proj")
+    assert single.fused_projections and hasattr(single, "to_qkv") and not hasattr(single, "to_q")
+
+
 # One server start: load the volume's artifacts, compile the graphs named (each multiplies by its constant),
 # save; prints what save_compile_artifacts returned.
 START = """
@@ -187,6 +196,47 @@ def test_artifacts_are_written_again_only_when_a_start_used_some_the_file_lacks(
     assert artifacts.stat().st_mtime == 0
     assert int(start("2.5", "3.5")) > 0  # one graph the file lacked: saved, with the one it had
     assert start("3.5", "2.5") == "None"
+
+
+# One server start with the tiny model: load, warm up, edit; the warm-up's log on stderr, the image to a file.
+ENGINE_START = """
+import json, logging, sys
+from PIL import Image
+from kontext_engine import EditRequest, KontextEngine
+from kontext_engine.settings import EngineSettings
+logging.basicConfig(level=logging.INFO)
+engine = KontextEngine.load(EngineSettings(**json.loads(sys.argv[1])))
+(result,) = engine.run([EditRequest("make it snowy", Image.new("RGB", (64, 64), (180, 60, 20)), 3, 4, 2.5, 64, 64, "png")])
+open(sys.argv[2], "wb").write(result.image)
+"""
+
+
+def test_dynamo_cache_lets_a_warm_start_skip_tracing(tmp_path, baseline):
+    settings = {"compile": "regional", "compile_vae": True, "dynamo_cache": True, "warmup_shapes": "64x64:edit",
+                "warmup_steps": 1, "compile_cache_dir": str(tmp_path / "volume")}
+
+    def start(name: str) -> tuple[int, int]:  # a fresh process with an empty local inductor cache, as a new pod
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / f"inductor-{name}")}
+        done = subprocess.run([sys.executable, "-c", ENGINE_START, json.dumps(settings), str(tmp_path / f"{name}.png")],
+                              env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        counts = re.search(r"graphs traced (\d+), Dynamo cache hits (\d+)", done.stderr)
+        image = np.asarray(Image.open(tmp_path / f"{name}.png"), dtype=np.float32)
+        assert np.abs(image - baseline).max() <= 2
+        return int(counts[1]), int(counts[2])
+
+    traced, hits = start("empty")
+    assert traced >= 3 and hits == 0  # one graph per block class and the VAE decoder at least
+    assert start("loaded") == (0, 3)  # every trace came from the artifacts
+
+
+def test_dynamo_cache_needs_regional_compile_and_plain_fp8_weights():
+    cpu = torch.device("cpu")
+    with pytest.raises(UnsupportedOption, match="compile=regional"):
+        validate(replace(BASE, dynamo_cache=True, compile="full"), cpu)
+    with pytest.raises(UnsupportedOption, match="fp8_linear=scaled_mm"):
+        validate(replace(BASE, dynamo_cache=True, compile="regional", fp8=True), cpu)
+    validate(replace(BASE, dynamo_cache=True, compile="regional"), cpu)
 
 
 def test_artifacts_that_cannot_be_saved_cost_a_warning_not_the_start(tmp_path, caplog):
