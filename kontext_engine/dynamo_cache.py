@@ -10,6 +10,11 @@ the artifacts before compiling installs them instead of tracing. Found on the wa
 - Loaded tensor guards take the dispatch keys of the moment torch.compile is called: compiled outside the
   inference_mode the model runs in, every loaded entry misses (the VAE decoder's did, on an H100).
 - Weights must be plain tensors: Dynamo cannot save guards on torchao's Float8Tensor (fp8_linear=scaled_mm).
+- Dynamo's entries are written to inductor's local cache (<TORCHINDUCTOR_CACHE_DIR>/dynamo) under the
+  function's key, not the artifact file's: a start whose file lacks an entry may install one another setting
+  left there. It runs only if its guards hold (parameters' dtypes, shapes and strides; the source of every
+  inlined function; torch, Triton and GPU), else Dynamo traces afresh: then it is a trace of the same
+  source for the same tensors, at worst compiled under other inductor options (benchmark switches).
 - Two torch bugs need working around (below).
 """
 
@@ -45,7 +50,9 @@ def compile_block_classes(transformer, **compile_kwargs) -> None:
     """What compile_repeated_blocks compiles (the classes in transformer._repeated_blocks), as one
     compiled forward per class bound to each of its instances. Call under inference_mode."""
     classes = {type(module) for module in transformer.modules()
-               if type(module).__name__ in transformer._repeated_blocks}
+               if type(module).__name__ in (getattr(transformer, "_repeated_blocks", None) or ())}
+    if not classes:
+        raise ValueError(f"{type(transformer).__name__} names no repeated block classes to compile")
     for cls in classes:
         compiled = torch.compile(cls.forward, fullgraph=True, **compile_kwargs)
         for module in transformer.modules():

@@ -159,13 +159,14 @@ class KontextEngine:
                 self.generate([request] * batch_size)
         compiled = {phase: s - compiled_before[phase] for phase, s in compile_seconds().items()}
         counted = {name: n - counted_before[name] for name, n in compile_counts().items()}
-        log.info("warm-up of %d shape(s) at batch sizes %s took %.1f s; torch.compile: %s; %s", len(requests),
+        log.info("warm-up of %d shape(s) at batch sizes %s took %.1f s; torch.compile since build: %s; %s", len(requests),
                  batch_sizes, time.perf_counter() - started, ", ".join(f"{p} {s:.1f} s" for p, s in compiled.items()),
                  ", ".join(f"{name} {n}" for name, n in counted.items()))
         if artifacts is not None:
             if self.group is not None:
                 self.group.share(("save_artifacts",))  # each worker's compiled code is for its own GPU
-            self._save_artifacts(artifacts)
+            # With Dynamo's cache, a graph traced although its function's entry came from the file replaces it
+            self._save_artifacts(artifacts, retraced=self.settings.dynamo_cache and counted["graphs traced"] > 0)
 
     @torch.inference_mode()
     def follow(self, cache_dir: Path) -> None:
@@ -192,8 +193,8 @@ class KontextEngine:
         status, self.loaded_artifacts = load_compile_artifacts(path)
         log.info("compile artifacts %s in %.1f s: %s", status, time.perf_counter() - started, path)
 
-    def _save_artifacts(self, path: Path) -> None:
-        written = save_compile_artifacts(path, self.loaded_artifacts)
+    def _save_artifacts(self, path: Path, retraced: bool = False) -> None:
+        written = save_compile_artifacts(path, self.loaded_artifacts, retraced)
         if written is None:
             log.info("compile artifacts unchanged (every one used came from the file): not saved again")
         else:

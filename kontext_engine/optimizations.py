@@ -254,7 +254,8 @@ def compile_seconds() -> dict[str, float]:
         return dict.fromkeys(COMPILE_PHASES, 0.0)
 
 
-COMPILE_COUNTS = {"graphs traced": ("stats", "unique_graphs"), "Dynamo cache hits": ("dynamo_cache", "dynamo_cache_hit"),
+COMPILE_COUNTS = {"graphs traced": ("stats", "unique_graphs"),
+                  "Dynamo cache entries loaded": ("dynamo_cache", "dynamo_cache_hit"),
                   "FX graph cache hits": ("inductor", "fxgraph_cache_hit"),
                   "FX graph cache misses": ("inductor", "fxgraph_cache_miss"),
                   "FX graph cache bypasses": ("inductor", "fxgraph_cache_bypass"),
@@ -283,21 +284,30 @@ def load_compile_artifacts(path: Path) -> tuple[str, frozenset]:
     except OSError as error:
         log.warning("compile artifacts %s could not be read: %s", path, error)
         return "unreadable", frozenset()
-    info = torch.compiler.load_cache_artifacts(data)
+    try:  # torch raises for more than truncation (with dynamo_cache, writing Dynamo's entries to disk)
+        info = torch.compiler.load_cache_artifacts(data)
+    except Exception as error:
+        log.warning("compile artifacts %s could not be loaded: %s", path, error)
+        return "unreadable", frozenset()
     return ("loaded", _artifact_keys(info)) if info is not None else ("unreadable", frozenset())
 
 
-def save_compile_artifacts(path: Path, loaded: frozenset = frozenset()) -> Optional[int]:
+def save_compile_artifacts(path: Path, loaded: frozenset = frozenset(), retraced: bool = False) -> Optional[int]:
     """Saves what this process compiled or took from a cache; returns the number of bytes written (0 if
-    nothing, or if the directory cannot take it: a full or read-only volume costs the next start a
+    nothing, or if torch or the directory cannot: a full or read-only volume costs the next start a
     compile, not this one), or None when all of it is among the artifacts `loaded` from the file:
-    replicas sharing a volume do not rewrite the same ~80 MB at every start."""
-    saved = torch.compiler.save_cache_artifacts()
+    replicas sharing a volume do not rewrite the same ~80 MB at every start. `retraced`: Dynamo traced a
+    function whose entry came from the file; the new entry keeps the old one's key, so save anyway."""
+    try:  # with dynamo_cache torch pickles guards and writes Dynamo's entries here too
+        saved = torch.compiler.save_cache_artifacts()
+    except Exception as error:
+        log.warning("compile artifacts not saved to %s: %s", path, error)
+        return 0
     if saved is None:
         return 0
     data, info = saved
     used = _artifact_keys(info)
-    if used and used <= loaded:
+    if used and used <= loaded and not retraced:
         return None
     staging = None
     try:

@@ -20,7 +20,8 @@ from PIL import Image
 from kontext_engine import EditRequest, KontextEngine
 from kontext_engine.engine import warmup_requests
 from kontext_engine.optimizations import (INDUCTOR_RECIPE, UnsupportedOption, _compile, _fuse_qkv,
-                                         compile_cache_key, save_compile_artifacts, validate)
+                                         compile_cache_key, load_compile_artifacts, save_compile_artifacts,
+                                         validate)
 from kontext_engine.settings import EngineSettings
 
 BASE = EngineSettings()
@@ -208,6 +209,7 @@ logging.basicConfig(level=logging.INFO)
 engine = KontextEngine.load(EngineSettings(**json.loads(sys.argv[1])))
 (result,) = engine.run([EditRequest("make it snowy", Image.new("RGB", (64, 64), (180, 60, 20)), 3, 4, 2.5, 64, 64, "png")])
 open(sys.argv[2], "wb").write(result.image)
+engine.run([EditRequest("make it snowy", Image.new("RGB", (96, 64)), 3, 1, 2.5, 96, 64, "png")])  # a size not warmed
 """
 
 
@@ -220,14 +222,14 @@ def test_dynamo_cache_lets_a_warm_start_skip_tracing(tmp_path, baseline):
         done = subprocess.run([sys.executable, "-c", ENGINE_START, json.dumps(settings), str(tmp_path / f"{name}.png")],
                               env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
-        counts = re.search(r"graphs traced (\d+), Dynamo cache hits (\d+)", done.stderr)
+        counts = re.search(r"graphs traced (\d+), Dynamo cache entries loaded (\d+)", done.stderr)
         image = np.asarray(Image.open(tmp_path / f"{name}.png"), dtype=np.float32)
         assert np.abs(image - baseline).max() <= 2
         return int(counts[1]), int(counts[2])
 
     traced, hits = start("empty")
     assert traced >= 3 and hits == 0  # one graph per block class and the VAE decoder at least
-    assert start("loaded") == (0, 3)  # every trace came from the artifacts
+    assert start("loaded") == (0, 3)  # every trace came from the artifacts; a new size then traces (and works)
 
 
 def test_dynamo_cache_needs_regional_compile_and_plain_fp8_weights():
@@ -236,7 +238,30 @@ def test_dynamo_cache_needs_regional_compile_and_plain_fp8_weights():
         validate(replace(BASE, dynamo_cache=True, compile="full"), cpu)
     with pytest.raises(UnsupportedOption, match="fp8_linear=scaled_mm"):
         validate(replace(BASE, dynamo_cache=True, compile="regional", fp8=True), cpu)
+    with pytest.raises(UnsupportedOption, match="context_parallel"):
+        validate(replace(BASE, dynamo_cache=True, compile="regional", context_parallel=2), cpu)
     validate(replace(BASE, dynamo_cache=True, compile="regional"), cpu)
+
+
+def test_a_start_that_retraced_saves_its_artifacts_again(tmp_path):
+    torch.compile(lambda x: x * 3)(torch.ones(3))  # something for the mega-cache to hold
+    _, info = torch.compiler.save_cache_artifacts()
+    loaded = frozenset((kind, key) for kind, keys in info.artifacts.items() for key in keys)
+    assert save_compile_artifacts(tmp_path / "a.bin", loaded) is None  # nothing new: left alone
+    assert save_compile_artifacts(tmp_path / "a.bin", loaded, retraced=True) > 0
+
+
+def test_artifacts_torch_cannot_save_or_load_cost_a_warning_not_the_start(tmp_path, monkeypatch, caplog):
+    def fails(*args):
+        raise RuntimeError("Failed to save package")
+
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", fails)
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", fails)
+    (tmp_path / "a.bin").write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="kontext_engine.optimizations"):
+        assert save_compile_artifacts(tmp_path / "a.bin") == 0
+        assert load_compile_artifacts(tmp_path / "a.bin") == ("unreadable", frozenset())
+    assert caplog.text.count("Failed to save package") == 2
 
 
 def test_artifacts_that_cannot_be_saved_cost_a_warning_not_the_start(tmp_path, caplog):
