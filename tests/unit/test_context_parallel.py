@@ -85,7 +85,7 @@ def test_a_worker_saves_the_artifacts_of_its_own_device_when_rank_0_says_so(monk
     import kontext_engine.engine as engine_module
 
     saved = []
-    monkeypatch.setattr(engine_module, "save_compile_artifacts", lambda path, loaded: saved.append(path) or 1)
+    monkeypatch.setattr(engine_module, "save_compile_artifacts", lambda path, loaded, retraced=False: saved.append(path) or 1)
     messages = iter([("save_artifacts",), ("stop",)])
     group = types.SimpleNamespace(rank=1, share=lambda _: next(messages))
     settings = EngineSettings(compile="regional", compile_cache_dir=str(tmp_path))
